@@ -1,0 +1,332 @@
+"""Job, task, entity and sync-state operations on the `supasaasy` schema.
+
+Everything goes through PostgREST with the Supabase Python client. What must be
+atomic is one SQL function (see supabase/migrations) called with `rpc`; nothing
+here reads a counter to write it back. PostgREST errors become our own
+(`supasaasy.errors`), so callers never see `postgrest.APIError` or `httpx` errors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+from uuid import UUID
+
+import httpx
+from postgrest import APIError, ReturnMethod, SyncPostgrestClient
+from pydantic import BaseModel
+
+from .errors import (
+    ActiveJobExistsError,
+    ConflictError,
+    DatabaseError,
+    DatabaseUnavailableError,
+    InvalidInputError,
+    NotFoundError,
+)
+from .models import (
+    ACTIVE_JOB_STATUSES,
+    Entity,
+    JobStatus,
+    JobStatusName,
+    SyncJob,
+    SyncMode,
+    SyncState,
+    SyncTask,
+    TaskStatusName,
+)
+
+SCHEMA = "supasaasy"
+ENTITY_KEY = "app_key,collection_key,external_id"
+ONE_ACTIVE_JOB_INDEX = "sync_jobs_one_active_per_app"
+
+# SQLSTATEs (and PostgREST codes) that mean the caller sent something the database refuses.
+_INVALID_INPUT = {"22023", "22P02", "22007", "22008", "23502", "23514", "PGRST202", "PGRST204"}
+_NOT_FOUND = {"P0002", "23503", "PGRST116"}
+_UNAVAILABLE = {"PGRST000", "PGRST001", "PGRST002", "PGRST003", "57P01", "57P03", "53300"}
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def translate(error: APIError) -> DatabaseError:
+    """Our error for a PostgREST error, keeping its code, details and hint."""
+    code = error.code or None
+    message = error.message or "database request failed"
+    kwargs: dict[str, Any] = {"code": code, "details": error.details, "hint": error.hint}
+    if code == "23505":
+        return ConflictError(message, **kwargs)
+    if code in _INVALID_INPUT:
+        return InvalidInputError(message, **kwargs)
+    if code in _NOT_FOUND:
+        return NotFoundError(message, **kwargs)
+    if code in _UNAVAILABLE or code is None:
+        return DatabaseUnavailableError(message, **kwargs)
+    return DatabaseError(message, **kwargs)
+
+
+@contextmanager
+def _translated() -> Iterator[None]:
+    try:
+        yield
+    except APIError as exc:
+        raise translate(exc) from exc
+    except httpx.HTTPError as exc:
+        raise DatabaseUnavailableError(
+            f"cannot reach the database API: {exc.__class__.__name__}"
+        ) from exc
+
+
+def _rows(data: Any) -> list[dict[str, Any]]:
+    if data is None:
+        return []
+    if isinstance(data, dict):
+        return [data]
+    return list(data)
+
+
+def _models(model: type[M], data: Any) -> list[M]:
+    return [model.model_validate(row) for row in _rows(data)]
+
+
+def _first(model: type[M], data: Any) -> M | None:
+    found = _models(model, data)
+    return found[0] if found else None
+
+
+def _uuid(value: UUID | str, what: str) -> str:
+    """A canonical UUID string, or InvalidInputError before any request is sent."""
+    try:
+        return str(value if isinstance(value, UUID) else UUID(str(value)))
+    except ValueError:
+        raise InvalidInputError(f"{what} is not a valid UUID: {str(value)[:64]!r}") from None
+
+
+def _interval(value: timedelta) -> str:
+    return f"{value.total_seconds():.6f} seconds"
+
+
+class Database:
+    """The operations SupaSaaSy needs, on a PostgREST client bound to the `supasaasy` schema."""
+
+    def __init__(self, rest: SyncPostgrestClient) -> None:
+        self.rest = rest
+
+    @classmethod
+    def connect(cls, supabase_url: str, service_role_key: str) -> Database:
+        """A Database for a Supabase project (or the local stack) and its service-role key."""
+        from supabase import ClientOptions, create_client
+
+        client = create_client(
+            supabase_url, service_role_key, options=ClientOptions(schema=SCHEMA)
+        )
+        return cls(client.postgrest)
+
+    @classmethod
+    def from_supabase(cls, client: Any) -> Database:
+        """A Database sharing an existing `supabase.Client`'s connection."""
+        return cls(client.schema(SCHEMA))
+
+    def _rpc(self, function: str, params: dict[str, Any]) -> Any:
+        with _translated():
+            return self.rest.rpc(function, params).execute().data
+
+    # -- jobs ----------------------------------------------------------------
+
+    def create_sync_job(
+        self, app_key: str, mode: SyncMode, resource_types: Sequence[str]
+    ) -> SyncJob:
+        """Create a pending job with one task per distinct resource type, atomically.
+
+        Raises ActiveJobExistsError (with the active job's id) while the app has one.
+        """
+        try:
+            data = self._rpc(
+                "create_sync_job",
+                {"p_app_key": app_key, "p_mode": mode, "p_resource_types": list(resource_types)},
+            )
+        except ConflictError as exc:
+            if ONE_ACTIVE_JOB_INDEX not in f"{exc.message} {exc.details}":
+                raise
+            active = self.get_active_job(app_key)
+            raise ActiveJobExistsError(
+                app_key, str(active.id) if active else None,
+                code=exc.code, details=exc.details, hint=exc.hint,
+            ) from exc
+        job = _first(SyncJob, data)
+        if job is None:
+            raise DatabaseError("create_sync_job returned no job")
+        return job
+
+    def create_job_tasks(self, job_id: UUID | str, resource_types: Sequence[str]) -> list[SyncTask]:
+        """Add tasks to an active job (existing ones are kept). Returns all its tasks."""
+        data = self._rpc(
+            "add_job_tasks",
+            {"p_job_id": _uuid(job_id, "job_id"), "p_resource_types": list(resource_types)},
+        )
+        return _models(SyncTask, data)
+
+    def update_job_status(
+        self, job_id: UUID | str, status: JobStatusName, error_message: str | None = None
+    ) -> SyncJob:
+        """Set a job's status with its started_at / completed_at. NotFoundError if unknown."""
+        data = self._rpc(
+            "set_job_status",
+            {"p_job_id": _uuid(job_id, "job_id"), "p_status": status,
+             "p_error_message": error_message},
+        )
+        job = _first(SyncJob, data)
+        if job is None:
+            raise NotFoundError(f"sync job not found: {job_id}")
+        return job
+
+    def get_active_job(self, app_key: str) -> SyncJob | None:
+        with _translated():
+            data = (
+                self.rest.table("sync_jobs").select("*")
+                .eq("app_key", app_key).in_("status", list(ACTIVE_JOB_STATUSES))
+                .limit(1).execute().data
+            )
+        return _first(SyncJob, data)
+
+    def get_job_status(self, job_id: UUID | str) -> JobStatus:
+        """The job and its tasks in one request. NotFoundError if there is no such job."""
+        with _translated():
+            data = (
+                self.rest.table("sync_jobs").select("*, tasks:sync_job_tasks(*)")
+                .eq("id", _uuid(job_id, "job_id")).execute().data
+            )
+        rows = _rows(data)
+        if not rows:
+            raise NotFoundError(f"sync job not found: {job_id}")
+        row = rows[0]
+        tasks = sorted(_models(SyncTask, row.pop("tasks", [])),
+                       key=lambda t: (t.created_at, t.resource_type))
+        return JobStatus(job=SyncJob.model_validate(row), tasks=tasks)
+
+    def cleanup_old_jobs(self, retention_days: int = 7) -> int:
+        """Delete finished jobs older than `retention_days` (tasks by cascade). Returns the count."""
+        return int(self._rpc("cleanup_old_jobs", {"p_retention_days": retention_days}))
+
+    # -- tasks ---------------------------------------------------------------
+
+    def claim_task(self, job_id: UUID | str | None = None) -> SyncTask | None:
+        """Take the oldest pending task (of one job, or any), or None when there is none."""
+        params = {"p_job_id": _uuid(job_id, "job_id") if job_id is not None else None}
+        return _first(SyncTask, self._rpc("claim_task", params))
+
+    def complete_task(
+        self,
+        task_id: UUID | str,
+        status: TaskStatusName,
+        entity_count: int | None = None,
+        error_message: str | None = None,
+    ) -> SyncJob | None:
+        """Finish a task and count it in its job, which ends with its last task.
+
+        Returns the job as it is afterwards, or None if the task was already finished.
+        """
+        data = self._rpc(
+            "complete_task",
+            {"p_task_id": _uuid(task_id, "task_id"), "p_status": status,
+             "p_entity_count": entity_count, "p_error_message": error_message},
+        )
+        return _first(SyncJob, data)
+
+    def release_task(
+        self, task_id: UUID | str, cursor: str | None = None, entity_count: int | None = None
+    ) -> SyncTask | None:
+        """Return a processing task to pending with its cursor, for another worker to resume."""
+        data = self._rpc(
+            "release_task",
+            {"p_task_id": _uuid(task_id, "task_id"), "p_cursor": cursor,
+             "p_entity_count": entity_count},
+        )
+        return _first(SyncTask, data)
+
+    def update_task_status(
+        self,
+        task_id: UUID | str,
+        status: TaskStatusName,
+        *,
+        entity_count: int | None = None,
+        error_message: str | None = None,
+        cursor: str | None = None,
+    ) -> bool:
+        """Move a task to `status`: completed or failed (through complete_task, so the
+        job's counters follow), or back to pending (release_task). A task becomes
+        processing only by being claimed. Returns whether the task changed."""
+        if status in ("completed", "failed"):
+            return self.complete_task(task_id, status, entity_count, error_message) is not None
+        if status == "pending":
+            return self.release_task(task_id, cursor, entity_count) is not None
+        raise ValueError("a task becomes processing only through claim_task")
+
+    def update_task_heartbeat(
+        self, task_id: UUID | str, entity_count: int | None = None, cursor: str | None = None
+    ) -> bool:
+        """Record progress on a processing task. False means the task is no longer this
+        worker's (it was requeued or finished) and the worker should stop."""
+        data = self._rpc(
+            "heartbeat_task",
+            {"p_task_id": _uuid(task_id, "task_id"), "p_entity_count": entity_count,
+             "p_cursor": cursor},
+        )
+        return bool(_rows(data))
+
+    def requeue_stale_tasks(
+        self, stale_after: timedelta = timedelta(minutes=5), max_attempts: int = 3
+    ) -> int:
+        """Return tasks with an old heartbeat to pending (or fail them past max_attempts)."""
+        return int(self._rpc(
+            "requeue_stale_tasks",
+            {"p_stale_after": _interval(stale_after), "p_max_attempts": max_attempts},
+        ))
+
+    # -- entities and sync state ---------------------------------------------
+
+    def upsert_entities(self, entities: Sequence[Entity]) -> int:
+        """Insert or update a batch of entities in one request. Returns how many distinct rows.
+
+        Within a batch the last object for a key wins (a row cannot be upserted twice
+        in one statement).
+        """
+        latest = {(e.app_key, e.collection_key, e.external_id): e for e in entities}
+        if not latest:
+            return 0
+        rows = [e.model_dump(mode="json") for e in latest.values()]
+        with _translated():
+            self.rest.table("entities").upsert(
+                rows, on_conflict=ENTITY_KEY, returning=ReturnMethod.minimal,
+                default_to_null=False,
+            ).execute()
+        return len(rows)
+
+    def get_sync_state(self, app_key: str, collection_key: str) -> SyncState | None:
+        with _translated():
+            data = (
+                self.rest.table("sync_state").select("*")
+                .eq("app_key", app_key).eq("collection_key", collection_key)
+                .execute().data
+            )
+        return _first(SyncState, data)
+
+    def set_sync_state(
+        self,
+        app_key: str,
+        collection_key: str,
+        last_synced_at: datetime,
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
+        """Record when (app, collection) was last synced, replacing the previous state."""
+        state = SyncState(app_key=app_key, collection_key=collection_key,
+                          last_synced_at=last_synced_at, last_sync_metadata=metadata or {})
+        with _translated():
+            self.rest.table("sync_state").upsert(
+                state.model_dump(mode="json"), on_conflict="app_key,collection_key",
+                returning=ReturnMethod.minimal,
+            ).execute()
+
+
+__all__ = ["Database", "translate"]

@@ -1,0 +1,85 @@
+"""Typed rows of the supasaasy schema, as PostgREST returns them."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field
+
+JobStatusName = Literal["pending", "processing", "completed", "failed", "cancelled"]
+TaskStatusName = Literal["pending", "processing", "completed", "failed"]
+SyncMode = Literal["full", "incremental"]
+
+ACTIVE_JOB_STATUSES: tuple[JobStatusName, ...] = ("pending", "processing")
+
+
+class _Row(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class SyncJob(_Row):
+    id: UUID
+    app_key: str
+    mode: SyncMode
+    resource_types: list[str]
+    status: JobStatusName
+    total_tasks: int
+    completed_tasks: int
+    failed_tasks: int
+    processed_entities: int
+    created_at: datetime
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+    error_message: str | None = None
+
+
+class SyncTask(_Row):
+    id: UUID
+    job_id: UUID
+    resource_type: str
+    status: TaskStatusName
+    entity_count: int
+    cursor: str | None = None
+    attempts: int
+    last_heartbeat: datetime | None = None
+    created_at: datetime
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+    error_message: str | None = None
+
+
+class JobStatus(_Row):
+    """A job with its tasks and how far it has got."""
+
+    job: SyncJob
+    tasks: list[SyncTask]
+
+    @property
+    def progress_percentage(self) -> float:
+        """(completed + failed) / total tasks, as a percentage; 0 for a job with no tasks."""
+        total = self.job.total_tasks
+        if total == 0:
+            return 0.0
+        done = self.job.completed_tasks + self.job.failed_tasks
+        return round(100.0 * done / total, 2)
+
+
+class Entity(_Row):
+    """One provider object to store in supasaasy.entities."""
+
+    app_key: str
+    collection_key: str
+    external_id: str
+    raw_payload: dict[str, Any]
+    api_version: str | None = None
+    archived_at: datetime | None = None
+    deleted_at: datetime | None = None
+
+
+class SyncState(_Row):
+    app_key: str
+    collection_key: str
+    last_synced_at: datetime | None = None
+    last_sync_metadata: dict[str, Any] = Field(default_factory=dict)
