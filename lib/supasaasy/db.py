@@ -118,9 +118,7 @@ class Database:
         """A Database for a Supabase project (or the local stack) and its service-role key."""
         from supabase import ClientOptions, create_client
 
-        client = create_client(
-            supabase_url, service_role_key, options=ClientOptions(schema=SCHEMA)
-        )
+        client = create_client(supabase_url, service_role_key, options=ClientOptions(schema=SCHEMA))
         return cls(client.postgrest)
 
     @classmethod
@@ -151,8 +149,11 @@ class Database:
                 raise
             active = self.get_active_job(app_key)
             raise ActiveJobExistsError(
-                app_key, str(active.id) if active else None,
-                code=exc.code, details=exc.details, hint=exc.hint,
+                app_key,
+                str(active.id) if active else None,
+                code=exc.code,
+                details=exc.details,
+                hint=exc.hint,
             ) from exc
         job = _first(SyncJob, data)
         if job is None:
@@ -173,8 +174,11 @@ class Database:
         """Set a job's status with its started_at / completed_at. NotFoundError if unknown."""
         data = self._rpc(
             "set_job_status",
-            {"p_job_id": _uuid(job_id, "job_id"), "p_status": status,
-             "p_error_message": error_message},
+            {
+                "p_job_id": _uuid(job_id, "job_id"),
+                "p_status": status,
+                "p_error_message": error_message,
+            },
         )
         job = _first(SyncJob, data)
         if job is None:
@@ -184,9 +188,13 @@ class Database:
     def get_active_job(self, app_key: str) -> SyncJob | None:
         with _translated():
             data = (
-                self.rest.table("sync_jobs").select("*")
-                .eq("app_key", app_key).in_("status", list(ACTIVE_JOB_STATUSES))
-                .limit(1).execute().data
+                self.rest.table("sync_jobs")
+                .select("*")
+                .eq("app_key", app_key)
+                .in_("status", list(ACTIVE_JOB_STATUSES))
+                .limit(1)
+                .execute()
+                .data
             )
         return _first(SyncJob, data)
 
@@ -194,19 +202,23 @@ class Database:
         """The job and its tasks in one request. NotFoundError if there is no such job."""
         with _translated():
             data = (
-                self.rest.table("sync_jobs").select("*, tasks:sync_job_tasks(*)")
-                .eq("id", _uuid(job_id, "job_id")).execute().data
+                self.rest.table("sync_jobs")
+                .select("*, tasks:sync_job_tasks(*)")
+                .eq("id", _uuid(job_id, "job_id"))
+                .execute()
+                .data
             )
         rows = _rows(data)
         if not rows:
             raise NotFoundError(f"sync job not found: {job_id}")
         row = rows[0]
-        tasks = sorted(_models(SyncTask, row.pop("tasks", [])),
-                       key=lambda t: (t.created_at, t.resource_type))
+        tasks = sorted(
+            _models(SyncTask, row.pop("tasks", [])), key=lambda t: (t.created_at, t.position)
+        )
         return JobStatus(job=SyncJob.model_validate(row), tasks=tasks)
 
     def cleanup_old_jobs(self, retention_days: int = 7) -> int:
-        """Delete finished jobs older than `retention_days` (tasks by cascade). Returns the count."""
+        """Delete jobs that finished over `retention_days` ago, with their tasks; count them."""
         return int(self._rpc("cleanup_old_jobs", {"p_retention_days": retention_days}))
 
     # -- tasks ---------------------------------------------------------------
@@ -229,8 +241,12 @@ class Database:
         """
         data = self._rpc(
             "complete_task",
-            {"p_task_id": _uuid(task_id, "task_id"), "p_status": status,
-             "p_entity_count": entity_count, "p_error_message": error_message},
+            {
+                "p_task_id": _uuid(task_id, "task_id"),
+                "p_status": status,
+                "p_entity_count": entity_count,
+                "p_error_message": error_message,
+            },
         )
         return _first(SyncJob, data)
 
@@ -240,8 +256,11 @@ class Database:
         """Return a processing task to pending with its cursor, for another worker to resume."""
         data = self._rpc(
             "release_task",
-            {"p_task_id": _uuid(task_id, "task_id"), "p_cursor": cursor,
-             "p_entity_count": entity_count},
+            {
+                "p_task_id": _uuid(task_id, "task_id"),
+                "p_cursor": cursor,
+                "p_entity_count": entity_count,
+            },
         )
         return _first(SyncTask, data)
 
@@ -270,8 +289,11 @@ class Database:
         worker's (it was requeued or finished) and the worker should stop."""
         data = self._rpc(
             "heartbeat_task",
-            {"p_task_id": _uuid(task_id, "task_id"), "p_entity_count": entity_count,
-             "p_cursor": cursor},
+            {
+                "p_task_id": _uuid(task_id, "task_id"),
+                "p_entity_count": entity_count,
+                "p_cursor": cursor,
+            },
         )
         return bool(_rows(data))
 
@@ -279,10 +301,12 @@ class Database:
         self, stale_after: timedelta = timedelta(minutes=5), max_attempts: int = 3
     ) -> int:
         """Return tasks with an old heartbeat to pending (or fail them past max_attempts)."""
-        return int(self._rpc(
-            "requeue_stale_tasks",
-            {"p_stale_after": _interval(stale_after), "p_max_attempts": max_attempts},
-        ))
+        return int(
+            self._rpc(
+                "requeue_stale_tasks",
+                {"p_stale_after": _interval(stale_after), "p_max_attempts": max_attempts},
+            )
+        )
 
     # -- entities and sync state ---------------------------------------------
 
@@ -298,7 +322,9 @@ class Database:
         rows = [e.model_dump(mode="json") for e in latest.values()]
         with _translated():
             self.rest.table("entities").upsert(
-                rows, on_conflict=ENTITY_KEY, returning=ReturnMethod.minimal,
+                rows,
+                on_conflict=ENTITY_KEY,
+                returning=ReturnMethod.minimal,
                 default_to_null=False,
             ).execute()
         return len(rows)
@@ -306,9 +332,12 @@ class Database:
     def get_sync_state(self, app_key: str, collection_key: str) -> SyncState | None:
         with _translated():
             data = (
-                self.rest.table("sync_state").select("*")
-                .eq("app_key", app_key).eq("collection_key", collection_key)
-                .execute().data
+                self.rest.table("sync_state")
+                .select("*")
+                .eq("app_key", app_key)
+                .eq("collection_key", collection_key)
+                .execute()
+                .data
             )
         return _first(SyncState, data)
 
@@ -320,11 +349,16 @@ class Database:
         metadata: dict[str, Any] | None = None,
     ) -> None:
         """Record when (app, collection) was last synced, replacing the previous state."""
-        state = SyncState(app_key=app_key, collection_key=collection_key,
-                          last_synced_at=last_synced_at, last_sync_metadata=metadata or {})
+        state = SyncState(
+            app_key=app_key,
+            collection_key=collection_key,
+            last_synced_at=last_synced_at,
+            last_sync_metadata=metadata or {},
+        )
         with _translated():
             self.rest.table("sync_state").upsert(
-                state.model_dump(mode="json"), on_conflict="app_key,collection_key",
+                state.model_dump(mode="json"),
+                on_conflict="app_key,collection_key",
                 returning=ReturnMethod.minimal,
             ).execute()
 

@@ -1,12 +1,12 @@
 """SupaSaaSy's exceptions, one tree:
 
-    SupasaasyError
-    └── DatabaseError                 a PostgREST / Postgres call failed (code, details, hint)
-        ├── DatabaseUnavailableError  the database could not be reached or answered 5xx
-        ├── InvalidInputError         the database refused a value (check, type, argument)
-        ├── NotFoundError             the job or task does not exist
-        └── ConflictError             a unique constraint refused the write
-            └── ActiveJobExistsError  the app already has a pending or processing job
+SupasaasyError
+└── DatabaseError                 a PostgREST / Postgres call failed (code, details, hint)
+    ├── DatabaseUnavailableError  the database could not be reached or answered 5xx
+    ├── InvalidInputError         the database refused a value (check, type, argument)
+    ├── NotFoundError             the job or task does not exist
+    └── ConflictError             a unique constraint refused the write
+        └── ActiveJobExistsError  the app already has a pending or processing job
 """
 
 from __future__ import annotations

@@ -39,6 +39,7 @@ class SyncTask(_Row):
     id: UUID
     job_id: UUID
     resource_type: str
+    position: int = 0
     status: TaskStatusName
     entity_count: int
     cursor: str | None = None

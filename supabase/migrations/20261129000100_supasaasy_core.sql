@@ -70,6 +70,8 @@ create table supasaasy.sync_job_tasks (
     id uuid primary key default gen_random_uuid(),
     job_id uuid not null references supasaasy.sync_jobs (id) on delete cascade,
     resource_type text not null,
+    -- Order within the job: tasks are claimed in the order their resource types were given.
+    position integer not null default 0,
     status text not null default 'pending',
     entity_count integer not null default 0,
     cursor text,
@@ -86,7 +88,7 @@ create table supasaasy.sync_job_tasks (
     constraint sync_job_tasks_job_resource_key unique (job_id, resource_type)
 );
 
-create index sync_job_tasks_status_idx on supasaasy.sync_job_tasks (status, created_at);
+create index sync_job_tasks_status_idx on supasaasy.sync_job_tasks (status, created_at, position);
 
 -- ---------------------------------------------------------------------------
 -- updated_at, kept by triggers
@@ -134,8 +136,8 @@ begin
     insert into supasaasy.sync_jobs (app_key, mode, resource_types, total_tasks)
     values (p_app_key, p_mode, v_types, cardinality(v_types))
     returning * into v_job;
-    insert into supasaasy.sync_job_tasks (job_id, resource_type)
-    select v_job.id, r from unnest(v_types) as u (r);
+    insert into supasaasy.sync_job_tasks (job_id, resource_type, position)
+    select v_job.id, r, n from unnest(v_types) with ordinality as u (r, n);
     return next v_job;
 end;
 $$;
@@ -153,16 +155,19 @@ begin
         raise exception 'job % does not exist or is no longer active', p_job_id
             using errcode = 'P0002';
     end if;
-    insert into supasaasy.sync_job_tasks (job_id, resource_type)
-    select p_job_id, r from unnest(p_resource_types) as u (r)
+    insert into supasaasy.sync_job_tasks (job_id, resource_type, position)
+    select p_job_id, r,
+           n + (select coalesce(max(position), 0) from supasaasy.sync_job_tasks
+                 where job_id = p_job_id)
+      from unnest(p_resource_types) with ordinality as u (r, n)
     on conflict (job_id, resource_type) do nothing;
     update supasaasy.sync_jobs j
        set total_tasks = (select count(*) from supasaasy.sync_job_tasks where job_id = p_job_id),
-           resource_types = (select array_agg(resource_type order by created_at, resource_type)
+           resource_types = (select array_agg(resource_type order by created_at, position)
                                from supasaasy.sync_job_tasks where job_id = p_job_id)
      where j.id = p_job_id;
     return query select * from supasaasy.sync_job_tasks where job_id = p_job_id
-                  order by created_at, resource_type;
+                  order by created_at, position;
 end;
 $$;
 
@@ -199,7 +204,7 @@ begin
      where t.status = 'pending'
        and j.status in ('pending', 'processing')
        and (p_job_id is null or t.job_id = p_job_id)
-     order by t.created_at, t.id
+     order by t.created_at, t.position
      limit 1
        for update of t skip locked;
     if not found then

@@ -72,7 +72,8 @@ def test_duplicate_resource_types_in_a_request_make_one_task_each(
     assert job.resource_types == ["products", "customers"]
     assert job.total_tasks == 2
     assert sorted(t.resource_type for t in db.get_job_status(job.id).tasks) == [
-        "customers", "products",
+        "customers",
+        "products",
     ]
 
 
@@ -122,8 +123,9 @@ def test_cleanup_deletes_old_finished_jobs_only(db: Database, pg: Pg) -> None:
         app = f"cleanup_{uuid.uuid4().hex[:8]}"
         job = db.create_sync_job(app, "full", ["customers"])
         pg.execute(
-            "update supasaasy.sync_jobs set status = %s, created_at = now() - make_interval(days => %s),"
-            " completed_at = case when %s in ('completed','failed','cancelled')"
+            "update supasaasy.sync_jobs set status = %s,"
+            " created_at = now() - make_interval(days => %s),"
+            " completed_at = case when %s in ('completed', 'failed', 'cancelled')"
             " then now() - make_interval(days => %s) end where id = %s",
             (status, days, status, days, job.id),
         )
@@ -149,10 +151,13 @@ def test_cleanup_deletes_old_finished_jobs_only(db: Database, pg: Pg) -> None:
 
 
 def _rest(stack: StackInfo, key: str, method: str, path: str, **kwargs: object) -> httpx.Response:
-    headers = {"apikey": key, "Authorization": f"Bearer {key}",
-               "Accept-Profile": "supasaasy", "Content-Profile": "supasaasy"}
-    return httpx.request(method, f"{stack.supabase_url}/rest/v1/{path}", headers=headers,
-                         **kwargs)  # type: ignore[arg-type]
+    headers = {
+        "apikey": key,
+        "Authorization": f"Bearer {key}",
+        "Accept-Profile": "supasaasy",
+        "Content-Profile": "supasaasy",
+    }
+    return httpx.request(method, f"{stack.supabase_url}/rest/v1/{path}", headers=headers, **kwargs)  # type: ignore[arg-type]
 
 
 @pytest.fixture
@@ -167,8 +172,16 @@ def test_anon_and_users_read_and_write_nothing(
 ) -> None:
     key = stack.anon_key if who == "anon" else user_jwt
     job = db.create_sync_job(app_key, "full", ["customers"])
-    db.upsert_entities([Entity(app_key=app_key, collection_key="c", external_id="1",
-                               raw_payload={"secret": "payload"})])
+    db.upsert_entities(
+        [
+            Entity(
+                app_key=app_key,
+                collection_key="c",
+                external_id="1",
+                raw_payload={"secret": "payload"},
+            )
+        ]
+    )
 
     for table in TABLES:
         response = _rest(stack, key, "GET", table)
@@ -177,16 +190,21 @@ def test_anon_and_users_read_and_write_nothing(
     for function in ("claim_task", "cleanup_old_jobs", "create_sync_job"):
         response = _rest(stack, key, "POST", f"rpc/{function}", json={})
         assert response.status_code in (401, 403, 404), (function, response.text)
-    response = _rest(stack, key, "POST", "entities", json={
-        "app_key": app_key, "collection_key": "c", "external_id": "2", "raw_payload": {}})
+    response = _rest(
+        stack,
+        key,
+        "POST",
+        "entities",
+        json={"app_key": app_key, "collection_key": "c", "external_id": "2", "raw_payload": {}},
+    )
     assert response.status_code in (401, 403)
-    response = _rest(stack, key, "PATCH", f"sync_jobs?id=eq.{job.id}",
-                     json={"status": "cancelled"})
+    response = _rest(stack, key, "PATCH", f"sync_jobs?id=eq.{job.id}", json={"status": "cancelled"})
     assert response.status_code in (401, 403)
 
     assert db.get_job_status(job.id).job.status == "pending"
-    assert pg.execute("select count(*) from supasaasy.entities where app_key = %s",
-                      (app_key,)).fetchone() == (1,)
+    assert pg.execute(
+        "select count(*) from supasaasy.entities where app_key = %s", (app_key,)
+    ).fetchone() == (1,)
 
 
 def test_privileges_and_row_level_security(pg: Pg) -> None:
@@ -203,8 +221,12 @@ def test_privileges_and_row_level_security(pg: Pg) -> None:
             ).fetchone()
             assert granted == (False,), (role, table)
     for function in FUNCTIONS:
-        for role, expected in (("anon", False), ("authenticated", False), ("public", False),
-                               ("service_role", True)):
+        for role, expected in (
+            ("anon", False),
+            ("authenticated", False),
+            ("public", False),
+            ("service_role", True),
+        ):
             if role == "public":
                 row = pg.execute(
                     "select exists (select 1 from pg_proc p, aclexplode(p.proacl) a"
@@ -221,8 +243,9 @@ def test_privileges_and_row_level_security(pg: Pg) -> None:
 
 
 def test_entities_updated_at_is_kept_by_the_database(db: Database, pg: Pg, app_key: str) -> None:
-    entity = Entity(app_key=app_key, collection_key="customers", external_id="cus_1",
-                    raw_payload={"name": "A"})
+    entity = Entity(
+        app_key=app_key, collection_key="customers", external_id="cus_1", raw_payload={"name": "A"}
+    )
     db.upsert_entities([entity])
     before = pg.execute(
         "select created_at, updated_at from supasaasy.entities where app_key = %s", (app_key,)
@@ -239,18 +262,27 @@ def test_entities_updated_at_is_kept_by_the_database(db: Database, pg: Pg, app_k
 
 
 def test_entity_indexes_are_only_the_keys(pg: Pg) -> None:
-    indexes = {row[0] for row in pg.execute(
-        "select indexname from pg_indexes where schemaname = 'supasaasy'"
-        " and tablename = 'entities'")}
+    indexes = {
+        row[0]
+        for row in pg.execute(
+            "select indexname from pg_indexes where schemaname = 'supasaasy'"
+            " and tablename = 'entities'"
+        )
+    }
     assert indexes == {"entities_pkey", "entities_app_collection_external_key"}
 
 
 def test_migrations_are_recorded_and_applied_once(
     stack: StackInfo, project_root: Path, pg: Pg
 ) -> None:
-    versions = [row[0] for row in pg.execute(
-        "select version from supabase_migrations.schema_migrations order by version")]
-    files = sorted(p.name.split("_", 1)[0]
-                   for p in (project_root / "supabase" / "migrations").glob("*.sql"))
+    versions = [
+        row[0]
+        for row in pg.execute(
+            "select version from supabase_migrations.schema_migrations order by version"
+        )
+    ]
+    files = sorted(
+        p.name.split("_", 1)[0] for p in (project_root / "supabase" / "migrations").glob("*.sql")
+    )
     assert versions == files
     assert apply_migrations(stack.database_url, project_root / "supabase" / "migrations") == []

@@ -22,12 +22,14 @@ def main() -> int:
     try:
         info = stack.start()
         print(describe(info), flush=True)
-        print(f"\n(written to {settings.state / 'stack.env'}; Ctrl-C stops the stack)",
-              flush=True)
+        print(f"\n(written to {settings.state / 'stack.env'}; Ctrl-C stops the stack)", flush=True)
         while (dead := stack.dead_process()) is None:
             time.sleep(0.5)
-        print(f"{dead} exited unexpectedly; see {stack.logs} and "
-              f"{settings.state / 'postgres' / 'postgres.log'}", file=sys.stderr)
+        print(
+            f"{dead} exited unexpectedly; see {stack.logs} and "
+            f"{settings.state / 'postgres' / 'postgres.log'}",
+            file=sys.stderr,
+        )
         return 1
     except StackError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -14,8 +14,8 @@ Run: python -m supasaasy.devstack.gateway --port 54321 --rest http://127.0.0.1:3
 from __future__ import annotations
 
 import argparse
-from collections.abc import AsyncIterator
 from collections import Counter
+from collections.abc import AsyncIterator
 
 from aiohttp import ClientSession, ClientTimeout, TCPConnector, web
 
@@ -23,21 +23,30 @@ from aiohttp import ClientSession, ClientTimeout, TCPConnector, web
 HOP_BY_HOP = frozenset(
     h.lower()
     for h in (
-        "Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization", "TE",
-        "Trailer", "Transfer-Encoding", "Upgrade", "Host",
+        "Connection",
+        "Keep-Alive",
+        "Proxy-Authenticate",
+        "Proxy-Authorization",
+        "TE",
+        "Trailer",
+        "Transfer-Encoding",
+        "Upgrade",
+        "Host",
     )
 )
 
-UPSTREAMS = web.AppKey("upstreams", dict[str, str])
-SESSION = web.AppKey("session", ClientSession)
-COUNTS = web.AppKey("counts", Counter[str])
+UPSTREAMS: web.AppKey[dict[str, str]] = web.AppKey("upstreams")
+SESSION: web.AppKey[ClientSession] = web.AppKey("session")
+COUNTS: web.AppKey[Counter[str]] = web.AppKey("counts")
 
 
 def _error(status: int, message: str) -> web.Response:
     return web.json_response({"success": False, "error": message}, status=status)
 
 
-async def _forward(request: web.Request, upstream: str, path: str, counter: str) -> web.StreamResponse:
+async def _forward(
+    request: web.Request, upstream: str, path: str, counter: str
+) -> web.StreamResponse:
     request.app[COUNTS][counter] += 1
     headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
     # As on Supabase, an `apikey` header alone authenticates the request.
@@ -49,12 +58,20 @@ async def _forward(request: web.Request, upstream: str, path: str, counter: str)
     body = request.content if request.body_exists else None
     try:
         async with request.app[SESSION].request(
-            request.method, url, headers=headers, data=body, allow_redirects=False,
+            request.method,
+            url,
+            headers=headers,
+            data=body,
+            allow_redirects=False,
         ) as upstream_response:
             response = web.StreamResponse(
-                status=upstream_response.status, reason=upstream_response.reason,
-                headers={k: v for k, v in upstream_response.headers.items()
-                         if k.lower() not in HOP_BY_HOP},
+                status=upstream_response.status,
+                reason=upstream_response.reason,
+                headers={
+                    k: v
+                    for k, v in upstream_response.headers.items()
+                    if k.lower() not in HOP_BY_HOP
+                },
             )
             await response.prepare(request)
             async for chunk in upstream_response.content.iter_any():
@@ -66,8 +83,9 @@ async def _forward(request: web.Request, upstream: str, path: str, counter: str)
 
 
 async def rest(request: web.Request) -> web.StreamResponse:
-    return await _forward(request, request.app[UPSTREAMS]["rest"], request.match_info["tail"],
-                          "rest")
+    return await _forward(
+        request, request.app[UPSTREAMS]["rest"], request.match_info["tail"], "rest"
+    )
 
 
 async def function(request: web.Request) -> web.StreamResponse:
@@ -80,7 +98,8 @@ async def function(request: web.Request) -> web.StreamResponse:
 
 
 async def stats(request: web.Request) -> web.Response:
-    return web.json_response(dict(request.app[COUNTS]))
+    counts: Counter[str] = request.app[COUNTS]
+    return web.json_response(counts)
 
 
 async def reset_stats(request: web.Request) -> web.Response:
@@ -97,12 +116,13 @@ def create_app(rest_upstream: str, functions: dict[str, str]) -> web.Application
     app[UPSTREAMS] = {"rest": rest_upstream.rstrip("/")} | {
         f"functions/{name}": url.rstrip("/") for name, url in functions.items()
     }
-    app[COUNTS] = Counter()
+    app[COUNTS] = Counter[str]()
 
     async def session_context(app: web.Application) -> AsyncIterator[None]:
         connector = TCPConnector(limit=0, keepalive_timeout=60)
         async with ClientSession(
-            connector=connector, auto_decompress=False,
+            connector=connector,
+            auto_decompress=False,
             timeout=ClientTimeout(total=None, sock_connect=5),
         ) as session:
             app[SESSION] = session
@@ -122,12 +142,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--rest", required=True, help="PostgREST base URL")
-    parser.add_argument("--function", action="append", default=[], metavar="NAME=URL",
-                        help="route /functions/v1/NAME to URL (repeatable)")
+    parser.add_argument(
+        "--function",
+        action="append",
+        default=[],
+        metavar="NAME=URL",
+        help="route /functions/v1/NAME to URL (repeatable)",
+    )
     args = parser.parse_args(argv)
     functions = dict(item.split("=", 1) for item in args.function)
-    web.run_app(create_app(args.rest, functions), host=args.host, port=args.port,
-                access_log=None, print=None, handle_signals=True)
+    web.run_app(
+        create_app(args.rest, functions),
+        host=args.host,
+        port=args.port,
+        access_log=None,
+        print=None,
+        handle_signals=True,
+    )
 
 
 if __name__ == "__main__":

@@ -53,9 +53,7 @@ class EmbeddedPostgres:
 
     @property
     def url(self) -> str:
-        return (
-            f"postgresql://{SUPERUSER}:{SUPERUSER_PASSWORD}@127.0.0.1:{self.port}/postgres"
-        )
+        return f"postgresql://{SUPERUSER}:{SUPERUSER_PASSWORD}@127.0.0.1:{self.port}/postgres"
 
     @property
     def data_dir(self) -> Path:
@@ -77,13 +75,22 @@ class EmbeddedPostgres:
         if not (self.data_dir / "PG_VERSION").exists():
             self._initdb(bin_dir, user)
         options = [
-            "-c", "listen_addresses=127.0.0.1",
-            "-c", "unix_socket_directories=",
-            "-c", "max_connections=200",
+            "-c",
+            "listen_addresses=127.0.0.1",
+            "-c",
+            "unix_socket_directories=",
+            "-c",
+            "max_connections=200",
         ]
         if not self.durable:
-            options += ["-c", "fsync=off", "-c", "synchronous_commit=off",
-                        "-c", "full_page_writes=off"]
+            options += [
+                "-c",
+                "fsync=off",
+                "-c",
+                "synchronous_commit=off",
+                "-c",
+                "full_page_writes=off",
+            ]
         self.process = spawn(
             [bin_dir / "postgres", "-D", self.data_dir, "-p", str(self.port), *options],
             log=self.log,
@@ -91,8 +98,9 @@ class EmbeddedPostgres:
             # SIGINT is Postgres's fast shutdown: roll back clients, checkpoint, exit.
             death_signal=signal.SIGINT,
         )
-        wait_until(lambda: can_connect(self.url), what="Postgres", process=self.process,
-                   log=self.log)
+        wait_until(
+            lambda: can_connect(self.url), what="Postgres", process=self.process, log=self.log
+        )
 
     def _initdb(self, bin_dir: Path, user: str | None) -> None:
         pwfile = self.root / ".pwfile"
@@ -101,10 +109,23 @@ class EmbeddedPostgres:
             os.chown(pwfile, *_ids(user))
         try:
             subprocess.run(
-                [str(bin_dir / "initdb"), "-D", str(self.data_dir), "-U", SUPERUSER,
-                 f"--pwfile={pwfile}", "--auth-local=trust", "--auth-host=scram-sha-256",
-                 "--encoding=UTF8", "--locale=C", "--no-instructions"],
-                check=True, capture_output=True, text=True, **run_as(user),
+                [
+                    str(bin_dir / "initdb"),
+                    "-D",
+                    str(self.data_dir),
+                    "-U",
+                    SUPERUSER,
+                    f"--pwfile={pwfile}",
+                    "--auth-local=trust",
+                    "--auth-host=scram-sha-256",
+                    "--encoding=UTF8",
+                    "--locale=C",
+                    "--no-instructions",
+                ],
+                check=True,
+                capture_output=True,
+                text=True,
+                **run_as(user),
             )
         except subprocess.CalledProcessError as exc:
             raise StackError(f"initdb failed:\n{exc.stderr.strip()}") from exc

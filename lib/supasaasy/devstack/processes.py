@@ -36,7 +36,8 @@ def require_free_ports(ports: Mapping[str, int]) -> None:
     taken = [f"{port} ({what})" for what, port in ports.items() if not port_is_free(port)]
     if taken:
         raise StackError(
-            "port already in use: " + ", ".join(taken)
+            "port already in use: "
+            + ", ".join(taken)
             + ". Stop whatever listens there (another `make dev`?) and try again."
         )
 
@@ -137,8 +138,9 @@ def tcp_accepts(port: int, host: str = "127.0.0.1") -> bool:
         return False
 
 
-def stop(process: subprocess.Popen[bytes] | None, sig: int = signal.SIGTERM,
-         timeout: float = 15.0) -> None:
+def stop(
+    process: subprocess.Popen[bytes] | None, sig: int = signal.SIGTERM, timeout: float = 15.0
+) -> None:
     """Signal a child and wait for it; kill it if it does not stop in time."""
     if process is None or process.poll() is not None:
         return

@@ -103,8 +103,11 @@ class LocalStack:
             )
         if not s.migrations_dir.is_dir():
             raise StackError(f"no migrations folder at {s.migrations_dir}")
-        ports = {"gateway": s.gateway_port, "PostgREST": s.rest_port,
-                 "PostgREST admin": s.rest_admin_port}
+        ports = {
+            "gateway": s.gateway_port,
+            "PostgREST": s.rest_port,
+            "PostgREST admin": s.rest_admin_port,
+        }
         if s.db_url is None:
             ports["Postgres"] = s.db_port
         require_free_ports(ports)
@@ -122,8 +125,9 @@ class LocalStack:
             self.postgres = EmbeddedPostgres(s.state / "postgres", s.db_port, durable=s.durable)
             self.postgres.start()
             db_url = self.postgres.url
-            rest_db_url = (f"postgresql://authenticator:{rest_password}"
-                           f"@127.0.0.1:{s.db_port}/postgres")
+            rest_db_url = (
+                f"postgresql://authenticator:{rest_password}@127.0.0.1:{s.db_port}/postgres"
+            )
             bootstrap(db_url, authenticator_password=rest_password)
         else:
             db_url = rest_db_url = s.db_url
@@ -133,7 +137,8 @@ class LocalStack:
         apply_migrations(db_url, s.migrations_dir)
 
         self.postgrest = spawn(
-            [s.postgrest_bin], log=self.logs / "postgrest.log",
+            [s.postgrest_bin],
+            log=self.logs / "postgrest.log",
             env={
                 "PGRST_DB_URI": rest_db_url,
                 "PGRST_DB_SCHEMAS": "public,supasaasy",
@@ -148,17 +153,31 @@ class LocalStack:
                 "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             },
         )
-        wait_until(lambda: _http_ok(f"http://127.0.0.1:{s.rest_admin_port}/ready"),
-                   what="PostgREST", process=self.postgrest, log=self.logs / "postgrest.log")
+        wait_until(
+            lambda: _http_ok(f"http://127.0.0.1:{s.rest_admin_port}/ready"),
+            what="PostgREST",
+            process=self.postgrest,
+            log=self.logs / "postgrest.log",
+        )
 
-        gateway_args = [sys.executable, "-m", "supasaasy.devstack.gateway",
-                        "--port", str(s.gateway_port),
-                        "--rest", f"http://127.0.0.1:{s.rest_port}"]
+        gateway_args = [
+            sys.executable,
+            "-m",
+            "supasaasy.devstack.gateway",
+            "--port",
+            str(s.gateway_port),
+            "--rest",
+            f"http://127.0.0.1:{s.rest_port}",
+        ]
         for name, url in s.functions.items():
             gateway_args += ["--function", f"{name}={url}"]
         self.gateway = spawn(gateway_args, log=self.logs / "gateway.log")
-        wait_until(lambda: tcp_accepts(s.gateway_port), what="gateway", process=self.gateway,
-                   log=self.logs / "gateway.log")
+        wait_until(
+            lambda: tcp_accepts(s.gateway_port),
+            what="gateway",
+            process=self.gateway,
+            log=self.logs / "gateway.log",
+        )
 
         self.info = StackInfo(
             supabase_url=f"http://127.0.0.1:{s.gateway_port}",
@@ -182,8 +201,11 @@ class LocalStack:
 
     def dead_process(self) -> str | None:
         """The name of a stack process that exited on its own, if any."""
-        for name, proc in (("gateway", self.gateway), ("PostgREST", self.postgrest),
-                           ("Postgres", self.postgres.process if self.postgres else None)):
+        for name, proc in (
+            ("gateway", self.gateway),
+            ("PostgREST", self.postgrest),
+            ("Postgres", self.postgres.process if self.postgres else None),
+        ):
             if proc is not None and proc.poll() is not None:
                 return name
         return None
@@ -210,8 +232,10 @@ def describe(info: StackInfo) -> str:
     """What `make dev` prints: the stack's variables and a first request to try."""
     lines = [f"{k}={v}" for k, v in info.env().items()]
     lines.append("")
-    lines.append("Try:  curl -H \"apikey: $SUPABASE_SERVICE_ROLE_KEY\" "
-                 "-H 'Accept-Profile: supasaasy' $SUPABASE_URL/rest/v1/sync_jobs")
+    lines.append(
+        'Try:  curl -H "apikey: $SUPABASE_SERVICE_ROLE_KEY" '
+        "-H 'Accept-Profile: supasaasy' $SUPABASE_URL/rest/v1/sync_jobs"
+    )
     return "\n".join(lines)
 
 
