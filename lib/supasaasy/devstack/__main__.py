@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import signal
 import sys
 import time
+from pathlib import Path
 from types import FrameType
 
 from . import LocalStack, StackError, StackSettings, describe
@@ -15,8 +17,37 @@ def _stop_on_sigterm(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
-def main() -> int:
-    settings = StackSettings(db_url=os.environ.get("SUPASAASY_DB_URL") or None)
+def parse_settings(argv: list[str] | None = None) -> StackSettings:
+    defaults = StackSettings()
+    parser = argparse.ArgumentParser(
+        prog="python -m supasaasy.devstack",
+        description="Run Postgres, PostgREST and the gateway in the foreground.",
+        epilog="SUPASAASY_DB_URL set: use that Postgres (as a superuser) instead of the "
+        "embedded one.",
+    )
+    parser.add_argument("--gateway-port", type=int, default=defaults.gateway_port)
+    parser.add_argument("--db-port", type=int, default=defaults.db_port)
+    parser.add_argument("--rest-port", type=int, default=defaults.rest_port)
+    parser.add_argument("--rest-admin-port", type=int, default=defaults.rest_admin_port)
+    parser.add_argument(
+        "--state-dir",
+        type=Path,
+        default=None,
+        help="where data, logs and stack.env go (default: .supasaasy)",
+    )
+    args = parser.parse_args(argv)
+    return StackSettings(
+        state_dir=args.state_dir,
+        gateway_port=args.gateway_port,
+        db_port=args.db_port,
+        rest_port=args.rest_port,
+        rest_admin_port=args.rest_admin_port,
+        db_url=os.environ.get("SUPASAASY_DB_URL") or None,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    settings = parse_settings(argv)
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
     stack = LocalStack(settings)
     try:
@@ -26,8 +57,8 @@ def main() -> int:
         while (dead := stack.dead_process()) is None:
             time.sleep(0.5)
         print(
-            f"{dead} exited unexpectedly; see {stack.logs} and "
-            f"{settings.state / 'postgres' / 'postgres.log'}",
+            f"{dead} exited unexpectedly; its log is in {stack.logs} or "
+            f"{settings.state / 'postgres'}",
             file=sys.stderr,
         )
         return 1
