@@ -61,7 +61,9 @@ def translate(error: APIError) -> DatabaseError:
         return InvalidInputError(message, **kwargs)
     if code in _NOT_FOUND:
         return NotFoundError(message, **kwargs)
-    if code in _UNAVAILABLE or code is None:
+    # postgrest-py reports a non-JSON error body (a proxy's error page) by its HTTP status.
+    http_5xx = code is not None and code.isdigit() and code.startswith("5")
+    if code in _UNAVAILABLE or code is None or http_5xx:
         return DatabaseUnavailableError(message, **kwargs)
     return DatabaseError(message, **kwargs)
 
