@@ -25,10 +25,14 @@ from .errors import (
     DatabaseUnavailableError,
     InvalidInputError,
     NotFoundError,
+    TaskLostError,
 )
 from .models import (
     ACTIVE_JOB_STATUSES,
+    BatchCounts,
     Entity,
+    FinishedTask,
+    FinishTask,
     JobStatus,
     JobStatusName,
     SyncJob,
@@ -36,11 +40,13 @@ from .models import (
     SyncState,
     SyncTask,
     TaskStatusName,
+    WriteBatch,
 )
 
 SCHEMA = "supasaasy"
 ENTITY_KEY = "app_key,collection_key,external_id"
 ONE_ACTIVE_JOB_INDEX = "sync_jobs_one_active_per_app"
+TASK_LOST = "SS001"  # raised by supasaasy.task_lease
 
 # SQLSTATEs (and PostgREST codes) that mean the caller sent something the database refuses.
 _INVALID_INPUT = {"22023", "22P02", "22007", "22008", "23502", "23514", "PGRST202", "PGRST204"}
@@ -57,6 +63,8 @@ def translate(error: APIError) -> DatabaseError:
     kwargs: dict[str, Any] = {"code": code, "details": error.details, "hint": error.hint}
     if code == "23505":
         return ConflictError(message, **kwargs)
+    if code == TASK_LOST:
+        return TaskLostError(message, **kwargs)
     if code in _INVALID_INPUT:
         return InvalidInputError(message, **kwargs)
     if code in _NOT_FOUND:
@@ -307,6 +315,30 @@ class Database:
             self._rpc(
                 "requeue_stale_tasks",
                 {"p_stale_after": _interval(stale_after), "p_max_attempts": max_attempts},
+            )
+        )
+
+    # -- batches -------------------------------------------------------------
+
+    def write_batch(self, batch: WriteBatch) -> BatchCounts:
+        """Write a batch of pages and the task's checkpoint in one transaction.
+
+        TaskLostError when the task is no longer this worker's (nothing is written).
+        """
+        data = self._rpc("write_batch", dict(batch))
+        return BatchCounts.model_validate(data)
+
+    def finish_task(self, finish: FinishTask) -> FinishedTask:
+        """Sweep deletions (full sync), record the watermark and complete the task, atomically."""
+        data = self._rpc("finish_task", dict(finish))
+        return FinishedTask.model_validate(data)
+
+    def take_rate_allowance(self, key: str, per_second: float, requests: int) -> float:
+        """Reserve `requests` provider requests under a shared rate; seconds to wait first."""
+        return float(
+            self._rpc(
+                "take_rate_allowance",
+                {"p_key": key, "p_per_second": per_second, "p_requests": requests},
             )
         )
 

@@ -48,6 +48,10 @@ class NotFoundError(DatabaseError):
     """The job or task named does not exist."""
 
 
+class TaskLostError(DatabaseError):
+    """The task was requeued or finished: the worker holding it must stop."""
+
+
 class ConflictError(DatabaseError):
     """A unique constraint refused the write."""
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, NotRequired, TypedDict
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -84,3 +84,67 @@ class SyncState(_Row):
     collection_key: str
     last_synced_at: datetime | None = None
     last_sync_metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class BatchRow(TypedDict):
+    collection_key: str
+    external_id: str
+    raw_payload: dict[str, Any]
+    archived: NotRequired[bool]
+    api_version: NotRequired[str]
+    observed_at: NotRequired[str]  # ISO 8601
+
+
+class BatchDeletion(TypedDict):
+    collection_key: str
+    external_id: str
+    observed_at: NotRequired[str]
+
+
+class BatchChildSet(TypedDict):
+    collection_key: str
+    parent_field: str
+    parent_id: str
+
+
+class WriteBatch(TypedDict):
+    """The body of `supasaasy.write_batch`: rows, deletions and the task's checkpoint.
+
+    A plain dict, not a model: payloads go to the wire as they came from the provider.
+    """
+
+    task_id: str
+    attempt: int
+    cursor: str | None
+    entity_count: int
+    mode: SyncMode
+    api_version: NotRequired[str]
+    observed_at: NotRequired[str]
+    rows: list[BatchRow]
+    deletes: NotRequired[list[BatchDeletion]]
+    children: NotRequired[list[BatchChildSet]]
+
+
+class BatchCounts(_Row):
+    created: int
+    updated: int
+    unchanged: int
+    deleted: int
+
+
+class FinishTask(TypedDict):
+    """The body of `supasaasy.finish_task`."""
+
+    task_id: str
+    attempt: int
+    entity_count: int
+    sweep_collections: NotRequired[list[str]]
+    sweep_created_from: NotRequired[str]
+    state_collections: NotRequired[list[str]]
+    synced_at: NotRequired[str]
+    sync_metadata: NotRequired[dict[str, Any]]
+
+
+class FinishedTask(_Row):
+    deleted: int
+    job: SyncJob | None = None

@@ -1,0 +1,142 @@
+"""The connector interface: one resource of one app, synced page by page.
+
+A connector only reads the provider. It yields `Page`s, each carrying the entities
+it holds and the cursor to resume from after it; `supasaasy.sync` writes them,
+checkpoints, and stops between pages when the caller asks (by no longer iterating).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, ClassVar
+
+from ..config import AppConfig
+from ..errors import SupasaasyError
+
+
+class ConfigError(SupasaasyError):
+    """An app's configuration cannot work; the message names the app and the field."""
+
+
+class ProviderError(SupasaasyError):
+    """The provider refused or failed a request, after any retries it deserved."""
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class Resource:
+    """A resource type a connector syncs into one collection of `entities`."""
+
+    resource_type: str
+    collection_key: str
+    description: str
+    supports_incremental: bool = True
+    # Children come with their parent's pages and have no task of their own.
+    synced_with_parent: str | None = None
+
+
+@dataclass(frozen=True)
+class ConnectorMetadata:
+    name: str
+    display_name: str
+    api_version: str
+    resources: tuple[Resource, ...]
+
+    def resource(self, resource_type: str) -> Resource:
+        for resource in self.resources:
+            if resource.resource_type == resource_type:
+                return resource
+        known = ", ".join(r.resource_type for r in self.resources)
+        raise ConfigError(f"{self.name} has no resource {resource_type!r}; known: {known}")
+
+    @property
+    def task_resources(self) -> tuple[Resource, ...]:
+        """The resources that get a task of their own (children ride with parents)."""
+        return tuple(r for r in self.resources if r.synced_with_parent is None)
+
+    def children_of(self, resource_type: str) -> tuple[Resource, ...]:
+        return tuple(r for r in self.resources if r.synced_with_parent == resource_type)
+
+
+@dataclass(frozen=True)
+class Record:
+    """One provider object to store. `observed_at` is set for objects taken from a
+    change feed (the event's time); list pages are stamped when written."""
+
+    collection_key: str
+    external_id: str
+    raw_payload: dict[str, Any]
+    archived: bool = False
+    observed_at: datetime | None = None
+    api_version: str | None = None
+
+
+@dataclass(frozen=True)
+class Deletion:
+    collection_key: str
+    external_id: str
+    observed_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class ChildSet:
+    """After this page, the children of `parent_id` are exactly those it carries."""
+
+    collection_key: str
+    parent_field: str
+    parent_id: str
+
+
+@dataclass
+class Page:
+    records: list[Record] = field(default_factory=list)
+    deletions: list[Deletion] = field(default_factory=list)
+    child_sets: list[ChildSet] = field(default_factory=list)
+    # Where to resume after this page; None once the resource is done.
+    cursor: str | None = None
+
+
+class RateLimiter(ABC):
+    """Called before every provider request; blocks until the request may go."""
+
+    @abstractmethod
+    def acquire(self) -> None: ...
+
+
+class Unlimited(RateLimiter):
+    def acquire(self) -> None:
+        return None
+
+
+class Connector(ABC):
+    """Syncs the resources of one app. Subclasses set `metadata` and register by name."""
+
+    metadata: ClassVar[ConnectorMetadata]
+
+    def __init__(self, app: AppConfig, *, rate_limiter: RateLimiter | None = None) -> None:
+        self.app = app
+        self.rate_limiter = rate_limiter or Unlimited()
+
+    @abstractmethod
+    def full_sync(self, resource_type: str, *, cursor: str | None = None) -> Iterator[Page]:
+        """Every object of the resource (within the app's `sync_from`), page by page."""
+
+    def incremental_sync(
+        self, resource_type: str, *, since: datetime, cursor: str | None = None
+    ) -> Iterator[Page]:
+        """What changed since `since`, including deletions, page by page."""
+        raise ConfigError(f"{self.metadata.name} has no incremental sync for {resource_type}")
+
+    @property
+    def incremental_horizon(self) -> float | None:
+        """How far back (seconds) an incremental sync can reach; older means full."""
+        return None
+
+    def close(self) -> None:  # noqa: B027  (optional hook)
+        """Release connections."""

@@ -1,0 +1,105 @@
+"""Provider HTTP with bounded retries: 429 and 5xx are retried with backoff that
+honours Retry-After; exhausted retries and other errors raise ProviderError."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from .base import ProviderError, RateLimiter
+
+RETRYABLE = frozenset({408, 429, 500, 502, 503, 504})
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_retries: int = 5
+    base_delay: float = 0.5
+    max_delay: float = 30.0
+
+    def delay(self, attempt: int, retry_after: str | None) -> float:
+        """Seconds before retry number `attempt` (1-based): Retry-After if given, else
+        exponential backoff with jitter."""
+        if retry_after is not None:
+            try:
+                return min(max(float(retry_after), 0.0), self.max_delay)
+            except ValueError:
+                pass
+        backoff = self.base_delay * 2 ** (attempt - 1)
+        return float(min(backoff * random.uniform(0.5, 1.0), self.max_delay))
+
+
+class ProviderClient:
+    """GET JSON from one provider with retries and a shared request rate."""
+
+    def __init__(
+        self,
+        name: str,
+        client: httpx.Client,
+        rate_limiter: RateLimiter,
+        retry: RetryPolicy | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.name = name
+        self.client = client
+        self.rate_limiter = rate_limiter
+        self.retry = retry or RetryPolicy()
+        self.sleep = sleep
+
+    def get_json(self, path: str, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        attempt = 0
+        while True:
+            self.rate_limiter.acquire()
+            try:
+                response = self.client.get(path, params=params)
+            except httpx.TransportError as exc:
+                failure = f"{exc.__class__.__name__}"
+                status, retry_after = None, None
+            else:
+                if response.is_success:
+                    return self._json(path, response)
+                status = response.status_code
+                if status not in RETRYABLE:
+                    raise ProviderError(
+                        f"{self.name} GET {path} failed: {status} {self._message(response)}",
+                        status=status,
+                    )
+                failure = f"{status} {self._message(response)}"
+                retry_after = response.headers.get("Retry-After")
+            attempt += 1
+            if attempt > self.retry.max_retries:
+                raise ProviderError(
+                    f"{self.name} GET {path} failed after {self.retry.max_retries} retries: "
+                    f"{failure}",
+                    status=status,
+                )
+            self.sleep(self.retry.delay(attempt, retry_after))
+
+    def _json(self, path: str, response: httpx.Response) -> dict[str, Any]:
+        try:
+            body = response.json()
+        except ValueError:
+            raise ProviderError(
+                f"{self.name} GET {path} returned a body that is not JSON"
+            ) from None
+        if not isinstance(body, dict):
+            raise ProviderError(f"{self.name} GET {path} returned JSON that is not an object")
+        return body
+
+    @staticmethod
+    def _message(response: httpx.Response) -> str:
+        """The provider's own error message, if its body has one (never our request)."""
+        try:
+            error = response.json().get("error")
+        except (ValueError, AttributeError):
+            return response.reason_phrase
+        if isinstance(error, dict) and isinstance(error.get("message"), str):
+            return str(error["message"])[:300]
+        if isinstance(error, str):
+            return error[:300]
+        return response.reason_phrase

@@ -1,0 +1,285 @@
+"""Stripe: customers, products, prices, plans, subscriptions and their items.
+
+Pages are read as raw JSON with httpx: on 22,000 objects from a fast local server,
+paging with httpx took 0.85 s against 6.9 s through the stripe SDK's object layer,
+so the SDK is not used. Full syncs list each resource (`starting_after` paging,
+`created[gte]` for `sync_from`); incremental syncs read the events list since the
+last watermark and apply the newest state of each object (events come newest
+first), deleting on `*.deleted`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .. import register
+from ..base import (
+    ChildSet,
+    ConfigError,
+    Connector,
+    ConnectorMetadata,
+    Deletion,
+    Page,
+    ProviderError,
+    RateLimiter,
+    Record,
+    Resource,
+)
+from ..http import ProviderClient, RetryPolicy
+
+API_VERSION = "2025-02-24.acacia"
+EVENTS_RETENTION_SECONDS = 30 * 24 * 3600
+
+RESOURCES = (
+    Resource("customer", "stripe_customer", "Stripe customers"),
+    Resource("product", "stripe_product", "Stripe products"),
+    Resource("price", "stripe_price", "Stripe prices"),
+    Resource("plan", "stripe_plan", "Stripe plans (legacy)"),
+    Resource("subscription", "stripe_subscription", "Stripe subscriptions"),
+    Resource("subscription_item", "stripe_subscription_item", "Stripe subscription items",
+             supports_incremental=False, synced_with_parent="subscription"),
+)  # fmt: skip
+
+LIST_PATHS = {
+    "customer": "/v1/customers",
+    "product": "/v1/products",
+    "price": "/v1/prices",
+    "plan": "/v1/plans",
+    "subscription": "/v1/subscriptions",
+}
+# Subscriptions of every status; other lists include inactive objects by default.
+LIST_PARAMS: dict[str, dict[str, str]] = {"subscription": {"status": "all"}}
+# Objects with an `active` flag: inactive ones are stored with archived_at.
+ARCHIVABLE = frozenset({"product", "price", "plan"})
+
+EVENT_TYPES = {
+    "customer": ("customer.created", "customer.updated", "customer.deleted"),
+    "product": ("product.created", "product.updated", "product.deleted"),
+    "price": ("price.created", "price.updated", "price.deleted"),
+    "plan": ("plan.created", "plan.updated", "plan.deleted"),
+    "subscription": (
+        "customer.subscription.created",
+        "customer.subscription.updated",
+        "customer.subscription.deleted",
+        "customer.subscription.paused",
+        "customer.subscription.resumed",
+        "customer.subscription.pending_update_applied",
+        "customer.subscription.pending_update_expired",
+        "customer.subscription.trial_will_end",
+    ),
+}
+# A canceled subscription still exists upstream: its event carries its final state.
+NOT_A_DELETION = frozenset({"customer.subscription.deleted"})
+
+
+class StripeSettings(BaseModel):
+    """The `config` of an app whose connector is `stripe`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    api_key_env: str = Field(min_length=1, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    api_base: str = "https://api.stripe.com"
+    api_version: str = API_VERSION
+    page_size: int = Field(default=100, ge=1, le=100)
+    requests_per_second: float = Field(default=25.0, gt=0)
+    max_retries: int = Field(default=5, ge=0, le=20)
+    timeout_seconds: float = Field(default=30.0, gt=0)
+
+
+def _settings(app_key: str, config: dict[str, Any]) -> StripeSettings:
+    if "api_key_env" not in config:
+        config = {**config, "api_key_env": f"STRIPE_API_KEY_{app_key.upper()}"}
+    try:
+        return StripeSettings.model_validate(config)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"config.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+        )
+        raise ConfigError(f"app {app_key!r} (stripe): {problems}") from None
+
+
+@register
+class StripeConnector(Connector):
+    metadata = ConnectorMetadata(
+        name="stripe", display_name="Stripe", api_version=API_VERSION, resources=RESOURCES
+    )
+
+    def __init__(self, app: Any, *, rate_limiter: RateLimiter | None = None) -> None:
+        super().__init__(app, rate_limiter=rate_limiter)
+        self.settings = _settings(app.app_key, app.config)
+        api_key = os.environ.get(self.settings.api_key_env, "")
+        if not api_key.strip():
+            raise ConfigError(
+                f"app {app.app_key!r} (stripe): environment variable "
+                f"{self.settings.api_key_env} (config.api_key_env) is not set"
+            )
+        self.http = ProviderClient(
+            "Stripe",
+            httpx.Client(
+                base_url=self.settings.api_base,
+                headers={
+                    "Authorization": f"Bearer {api_key.strip()}",
+                    "Stripe-Version": self.settings.api_version,
+                },
+                timeout=self.settings.timeout_seconds,
+            ),
+            self.rate_limiter,
+            RetryPolicy(max_retries=self.settings.max_retries),
+        )
+
+    @property
+    def incremental_horizon(self) -> float:
+        return EVENTS_RETENTION_SECONDS
+
+    def close(self) -> None:
+        self.http.client.close()
+
+    # -- full sync -------------------------------------------------------------
+
+    def full_sync(self, resource_type: str, *, cursor: str | None = None) -> Iterator[Page]:
+        path = self._list_path(resource_type)
+        params: dict[str, Any] = {
+            "limit": self.settings.page_size,
+            **LIST_PARAMS.get(resource_type, {}),
+        }
+        if self.app.sync_from is not None:
+            params["created[gte]"] = int(self.app.sync_from.timestamp())
+        for body in self._pages(path, params, cursor):
+            objects = _objects(body, path)
+            page = Page(cursor=objects[-1]["id"] if body["has_more"] and objects else None)
+            for obj in objects:
+                self._add(page, resource_type, obj)
+            yield page
+
+    # -- incremental sync ------------------------------------------------------
+
+    def incremental_sync(
+        self, resource_type: str, *, since: datetime, cursor: str | None = None
+    ) -> Iterator[Page]:
+        self._list_path(resource_type)
+        params: dict[str, Any] = {"limit": 100, "created[gte]": int(since.timestamp())}
+        for i, event_type in enumerate(EVENT_TYPES[resource_type]):
+            params[f"types[{i}]"] = event_type
+        handled: set[str] = set()
+        for body in self._pages("/v1/events", params, cursor):
+            events = _objects(body, "/v1/events")
+            page = Page(cursor=events[-1]["id"] if body["has_more"] and events else None)
+            for event in events:
+                obj = _event_object(event)
+                if obj["id"] in handled:  # newest first: an older state of a done object
+                    continue
+                handled.add(obj["id"])
+                observed = datetime.fromtimestamp(int(event.get("created") or 0), UTC)
+                version = event.get("api_version") or None
+                event_type = str(event.get("type", ""))
+                if event_type.endswith(".deleted") and event_type not in NOT_A_DELETION:
+                    page.deletions.append(
+                        Deletion(self._collection(resource_type), obj["id"], observed)
+                    )
+                    continue
+                self._add(page, resource_type, obj, observed=observed, api_version=version)
+                if resource_type == "subscription":
+                    page.child_sets.append(
+                        ChildSet("stripe_subscription_item", "subscription", obj["id"])
+                    )
+            yield page
+
+    # -- helpers ---------------------------------------------------------------
+
+    def _list_path(self, resource_type: str) -> str:
+        resource = self.metadata.resource(resource_type)
+        if resource.synced_with_parent is not None:
+            raise ConfigError(
+                f"stripe {resource_type} is synced with its {resource.synced_with_parent}"
+            )
+        return LIST_PATHS[resource_type]
+
+    def _collection(self, resource_type: str) -> str:
+        return self.metadata.resource(resource_type).collection_key
+
+    def _pages(
+        self, path: str, params: dict[str, Any], cursor: str | None
+    ) -> Iterator[dict[str, Any]]:
+        """Each list page of `path`, starting after `cursor`."""
+        while True:
+            query = {**params, "starting_after": cursor} if cursor else params
+            body = self.http.get_json(path, query)
+            if not isinstance(body.get("data"), list) or not isinstance(body.get("has_more"), bool):
+                raise ProviderError(f"Stripe GET {path} returned a page without data/has_more")
+            yield body
+            objects = body["data"]
+            if not body["has_more"] or not objects:
+                return
+            cursor = objects[-1]["id"]
+
+    def _add(
+        self,
+        page: Page,
+        resource_type: str,
+        obj: dict[str, Any],
+        *,
+        observed: datetime | None = None,
+        api_version: str | None = None,
+    ) -> None:
+        archived = resource_type in ARCHIVABLE and obj.get("active") is False
+        page.records.append(
+            Record(
+                self._collection(resource_type),
+                obj["id"],
+                obj,
+                archived=archived,
+                observed_at=observed,
+                api_version=api_version,
+            )
+        )
+        if resource_type == "subscription":
+            for item in self._subscription_items(obj):
+                page.records.append(
+                    Record(
+                        "stripe_subscription_item",
+                        item["id"],
+                        item,
+                        observed_at=observed,
+                        api_version=api_version,
+                    )
+                )
+
+    def _subscription_items(self, subscription: dict[str, Any]) -> list[dict[str, Any]]:
+        """All items of a subscription: those embedded, or all of them when there are more."""
+        embedded = subscription.get("items")
+        if (
+            isinstance(embedded, dict)
+            and isinstance(embedded.get("data"), list)
+            and embedded.get("has_more") is False
+        ):
+            return _checked(embedded["data"], f"the items of {subscription['id']}")
+        path = "/v1/subscription_items"
+        params = {"subscription": subscription["id"], "limit": 100}
+        return [item for body in self._pages(path, params, None) for item in _objects(body, path)]
+
+
+def _checked(objects: list[Any], where: str) -> list[dict[str, Any]]:
+    for position, obj in enumerate(objects):
+        if not isinstance(obj, dict) or not isinstance(obj.get("id"), str) or not obj["id"]:
+            raise ProviderError(
+                f"Stripe returned a malformed object (no id) at position {position} of {where}"
+            )
+    return objects
+
+
+def _objects(body: dict[str, Any], path: str) -> list[dict[str, Any]]:
+    return _checked(body["data"], f"a page of {path}")
+
+
+def _event_object(event: dict[str, Any]) -> dict[str, Any]:
+    data = event.get("data")
+    obj = data.get("object") if isinstance(data, dict) else None
+    if not isinstance(obj, dict) or not isinstance(obj.get("id"), str):
+        raise ProviderError(f"Stripe event {event.get('id')!r} has no data.object with an id")
+    return obj

@@ -1,0 +1,361 @@
+"""Sync one claimed task: page through its resource and write the pages in batches.
+
+Pages are fetched in a background thread while the previous batch is written.
+Each batch is one `write_batch` call carrying the rows and the task's checkpoint
+(the cursor after the last page in it), so a resumed task never skips or repeats
+committed work. When the resource is done, `finish_task` sweeps upstream
+deletions (full sync), records the watermark and completes the task atomically.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from .connectors import Connector, Deletion, Page, RateLimiter
+from .db import Database
+from .models import BatchDeletion, BatchRow, FinishTask, SyncMode, SyncTask, WriteBatch
+
+log = logging.getLogger("supasaasy.sync")
+
+BATCH_ROWS = 1000  # rows per write call: 500-1,000 was 1.5-2x faster than 100
+BATCH_SECONDS = 5.0  # a slow provider still checkpoints (and heartbeats) this often
+PREFETCH_PAGES = 8
+
+
+@dataclass
+class Progress:
+    """Where a task stands; reported after every batch."""
+
+    mode: SyncMode
+    entity_count: int
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    deleted: int = 0
+    pages: int = 0
+    batches: int = 0
+
+
+@dataclass
+class SyncOutcome:
+    """`finished`: the task was completed; otherwise it stopped at `cursor` on request."""
+
+    finished: bool
+    progress: Progress
+    cursor: str | None = None
+    job: Any = None
+
+
+@dataclass(frozen=True)
+class TaskCursor:
+    """What the task's `cursor` column holds: the mode it runs in and the connector's
+    cursor after the last committed page (`done` once every page is committed)."""
+
+    mode: SyncMode
+    after: str | None = None
+    done: bool = False
+
+    def encode(self) -> str:
+        return json.dumps({"mode": self.mode, "after": self.after, "done": self.done})
+
+    @classmethod
+    def decode(cls, text: str | None) -> TaskCursor | None:
+        if not text:
+            return None
+        try:
+            raw = json.loads(text)
+            mode: Literal["full", "incremental"] = raw["mode"]
+            if mode not in ("full", "incremental"):
+                raise ValueError(mode)
+            return cls(mode=mode, after=raw.get("after"), done=bool(raw.get("done")))
+        except (ValueError, KeyError, TypeError):
+            raise ValueError(f"task cursor is not one this version wrote: {text[:80]!r}") from None
+
+
+class SharedRateLimiter(RateLimiter):
+    """A per-key request rate shared by every worker through the database, reserved
+    in chunks so that most provider requests cost no database round trip."""
+
+    def __init__(
+        self,
+        db: Database,
+        key: str,
+        per_second: float,
+        chunk: int | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.db = db
+        self.key = key
+        self.per_second = per_second
+        self.chunk = chunk or max(1, int(per_second // 5))
+        self.sleep = sleep
+        self.left = 0
+
+    def acquire(self) -> None:
+        if self.left == 0:
+            wait = self.db.take_rate_allowance(self.key, self.per_second, self.chunk)
+            if wait > 0:
+                self.sleep(wait)
+            self.left = self.chunk
+        self.left -= 1
+
+
+@dataclass
+class ResourceSync:
+    """Runs one claimed task of one app's connector to its end, or until told to stop."""
+
+    db: Database
+    connector: Connector
+    batch_rows: int = BATCH_ROWS
+    batch_seconds: float = BATCH_SECONDS
+    prefetch_pages: int = PREFETCH_PAGES
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+
+    def run(
+        self,
+        task: SyncTask,
+        requested: SyncMode,
+        should_stop: Callable[[], bool] = lambda: False,
+    ) -> SyncOutcome:
+        resource = self.connector.metadata.resource(task.resource_type)
+        resumed = TaskCursor.decode(task.cursor)
+        mode, since = (resumed.mode, None) if resumed else self._choose_mode(task, requested)
+        if resumed and mode == "incremental":
+            since = self._watermark(task)
+        progress = Progress(mode=mode, entity_count=task.entity_count)
+        attempt = task.attempts
+        log.info(
+            "%s %s: %s sync%s",
+            self.connector.app.app_key,
+            task.resource_type,
+            mode,
+            f" resumed at {resumed.after}" if resumed else "",
+        )
+
+        if resumed is None or not resumed.done:
+            after = resumed.after if resumed else None
+            if mode == "full":
+                pages = self.connector.full_sync(task.resource_type, cursor=after)
+            else:
+                assert since is not None
+                pages = self.connector.incremental_sync(
+                    task.resource_type, since=since, cursor=after
+                )
+            stopped_at = self._write_pages(task, attempt, mode, pages, progress, should_stop)
+            if stopped_at is not None:
+                return SyncOutcome(finished=False, progress=progress, cursor=stopped_at)
+
+        collections = [resource.collection_key] + [
+            child.collection_key
+            for child in self.connector.metadata.children_of(resource.resource_type)
+        ]
+        finish: FinishTask = {
+            "task_id": str(task.id),
+            "attempt": attempt,
+            "entity_count": progress.entity_count,
+            "state_collections": collections,
+            "synced_at": (task.started_at or task.created_at).isoformat(),
+            "sync_metadata": {"mode": mode, "job_id": str(task.job_id)},
+        }
+        if mode == "full":
+            finish["sweep_collections"] = collections
+            if self.connector.app.sync_from is not None:
+                finish["sweep_created_from"] = self.connector.app.sync_from.isoformat()
+        finished = self.db.finish_task(finish)
+        progress.deleted += finished.deleted
+        if mode == "full":
+            log.info(
+                "%s %s: %d rows deleted upstream removed",
+                self.connector.app.app_key,
+                task.resource_type,
+                finished.deleted,
+            )
+        return SyncOutcome(finished=True, progress=progress, job=finished.job)
+
+    def _choose_mode(self, task: SyncTask, requested: SyncMode) -> tuple[SyncMode, datetime | None]:
+        """Incremental from the last watermark when it can reach that far back, else full."""
+        resource = self.connector.metadata.resource(task.resource_type)
+        if requested == "full" or not resource.supports_incremental:
+            return "full", None
+        since = self._watermark(task)
+        horizon = self.connector.incremental_horizon
+        if since is None or (
+            horizon is not None and (self.clock() - since).total_seconds() > horizon
+        ):
+            return "full", None
+        return "incremental", since
+
+    def _watermark(self, task: SyncTask) -> datetime | None:
+        resource = self.connector.metadata.resource(task.resource_type)
+        state = self.db.get_sync_state(self.connector.app.app_key, resource.collection_key)
+        return state.last_synced_at if state else None
+
+    def _write_pages(
+        self,
+        task: SyncTask,
+        attempt: int,
+        mode: SyncMode,
+        pages: Iterator[Page],
+        progress: Progress,
+        should_stop: Callable[[], bool],
+    ) -> str | None:
+        """Write every page in batches. Returns the saved cursor if it stopped early."""
+        rows: dict[tuple[str, str], BatchRow] = {}
+        batch: WriteBatch = self._new_batch(task, attempt, mode)
+        last_flush = time.monotonic()
+        with _Prefetch(pages, self.prefetch_pages) as fetched:
+            for page in fetched:
+                progress.pages += 1
+                self._add_page(batch, rows, page)
+                progress.entity_count += len(page.records)
+                stop = should_stop()
+                cursor = TaskCursor(mode, page.cursor, done=page.cursor is None)
+                due = (
+                    len(rows) >= self.batch_rows
+                    or time.monotonic() - last_flush >= self.batch_seconds
+                )
+                if stop or due or page.cursor is None:
+                    self._flush(batch, rows, cursor, progress)
+                    batch, rows, last_flush = (
+                        self._new_batch(task, attempt, mode),
+                        {},
+                        time.monotonic(),
+                    )
+                if stop and page.cursor is not None:
+                    return cursor.encode()
+        return None
+
+    def _new_batch(self, task: SyncTask, attempt: int, mode: SyncMode) -> WriteBatch:
+        return {
+            "task_id": str(task.id),
+            "attempt": attempt,
+            "cursor": None,
+            "entity_count": 0,
+            "mode": mode,
+            "api_version": self.connector.metadata.api_version,
+            "rows": [],
+            "deletes": [],
+            "children": [],
+        }
+
+    @staticmethod
+    def _add_page(batch: WriteBatch, rows: dict[tuple[str, str], BatchRow], page: Page) -> None:
+        incremental = batch["mode"] == "incremental"
+        for record in page.records:
+            key = (record.collection_key, record.external_id)
+            if incremental and key in rows:
+                continue  # newest first: the state already taken is the latest
+            row: BatchRow = {
+                "collection_key": record.collection_key,
+                "external_id": record.external_id,
+                "raw_payload": record.raw_payload,
+            }
+            if record.archived:
+                row["archived"] = True
+            if record.api_version:
+                row["api_version"] = record.api_version
+            if record.observed_at:
+                row["observed_at"] = record.observed_at.isoformat()
+            rows[key] = row
+        batch.setdefault("deletes", []).extend(_deletion(d) for d in page.deletions)
+        batch.setdefault("children", []).extend(
+            {
+                "collection_key": c.collection_key,
+                "parent_field": c.parent_field,
+                "parent_id": c.parent_id,
+            }
+            for c in page.child_sets
+        )
+
+    def _flush(
+        self,
+        batch: WriteBatch,
+        rows: dict[tuple[str, str], BatchRow],
+        cursor: TaskCursor,
+        progress: Progress,
+    ) -> None:
+        batch["rows"] = list(rows.values())
+        batch["cursor"] = cursor.encode()
+        batch["entity_count"] = progress.entity_count
+        batch["observed_at"] = self.clock().isoformat()
+        counts = self.db.write_batch(batch)
+        progress.batches += 1
+        progress.created += counts.created
+        progress.updated += counts.updated
+        progress.unchanged += counts.unchanged
+        progress.deleted += counts.deleted
+
+
+def _deletion(deletion: Deletion) -> BatchDeletion:
+    row: BatchDeletion = {
+        "collection_key": deletion.collection_key,
+        "external_id": deletion.external_id,
+    }
+    if deletion.observed_at:
+        row["observed_at"] = deletion.observed_at.isoformat()
+    return row
+
+
+_END = object()
+
+
+class _Prefetch:
+    """Iterates `pages` in a background thread, up to `depth` pages ahead."""
+
+    def __init__(self, pages: Iterator[Page], depth: int) -> None:
+        self.pages = pages
+        self.queue: queue.Queue[object] = queue.Queue(maxsize=depth)
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._produce, name="supasaasy-prefetch", daemon=True)
+
+    def __enter__(self) -> Iterator[Page]:
+        self.thread.start()
+        return self._consume()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stopping.set()
+        while self.thread.is_alive():
+            with contextlib.suppress(queue.Empty):  # unblock a producer on a full queue
+                self.queue.get(timeout=0.05)
+        self.thread.join()
+
+    def _produce(self) -> None:
+        try:
+            for page in self.pages:
+                if not self._put(page):
+                    return
+            self._put(_END)
+        except BaseException as exc:  # handed to the consumer, which raises it
+            self._put(exc)
+        finally:
+            close = getattr(self.pages, "close", None)
+            if close is not None:
+                close()
+
+    def _put(self, item: object) -> bool:
+        while not self.stopping.is_set():
+            try:
+                self.queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _consume(self) -> Iterator[Page]:
+        while True:
+            item = self.queue.get()
+            if item is _END:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            assert isinstance(item, Page)
+            yield item

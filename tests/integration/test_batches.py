@@ -1,0 +1,216 @@
+"""write_batch, finish_task and the shared rate allowance on the real database."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+import pytest
+
+from supasaasy.db import Database
+from supasaasy.errors import TaskLostError
+from supasaasy.models import BatchRow, SyncTask, WriteBatch
+
+Pg = psycopg.Connection[tuple[object, ...]]
+
+
+def claimed(db: Database, app_key: str, resource: str = "customer") -> SyncTask:
+    job = db.create_sync_job(app_key, "full", [resource])
+    task = db.claim_task(job.id)
+    assert task is not None
+    return task
+
+
+def batch(task: SyncTask, rows: list[BatchRow], **extra: Any) -> WriteBatch:
+    body: WriteBatch = {
+        "task_id": str(task.id), "attempt": task.attempts, "cursor": "c1",
+        "entity_count": len(rows), "mode": "full", "api_version": "2025-02-24.acacia",
+        "rows": rows,
+    }  # fmt: skip
+    body.update(extra)  # type: ignore[typeddict-item]
+    return body
+
+
+def row(n: int, **payload: Any) -> BatchRow:
+    return {"collection_key": "stripe_customer", "external_id": f"cus_{n}",
+            "raw_payload": {"id": f"cus_{n}", "created": 1_700_000_000 + n, **payload}}  # fmt: skip
+
+
+def stored(pg: Pg, app_key: str) -> dict[str, tuple[Any, ...]]:
+    rows = pg.execute(
+        "select external_id, raw_payload, archived_at, xmin::text, api_version from"
+        " supasaasy.entities where app_key = %s",
+        (app_key,),
+    )
+    return {r[0]: r[1:] for r in rows}  # type: ignore[misc]
+
+
+def test_counts_are_truthful_and_unchanged_rows_are_not_rewritten(
+    db: Database, pg: Pg, app_key: str
+) -> None:
+    task = claimed(db, app_key)
+    first = db.write_batch(batch(task, [row(1), row(2), row(3)]))
+    assert (first.created, first.updated, first.unchanged) == (3, 0, 0)
+    before = stored(pg, app_key)
+
+    second = db.write_batch(batch(task, [row(1), row(2, name="B"), row(3), row(4)], cursor="c2"))
+    assert (second.created, second.updated, second.unchanged, second.deleted) == (1, 1, 2, 0)
+    after = stored(pg, app_key)
+    assert after["cus_1"][2] == before["cus_1"][2]  # same tuple: not rewritten
+    assert after["cus_2"][2] != before["cus_2"][2]
+    assert after["cus_2"][0]["name"] == "B"
+    assert after["cus_4"][3] == "2025-02-24.acacia"
+
+    checkpoint = db.get_job_status(task.job_id).tasks[0]
+    assert (checkpoint.cursor, checkpoint.entity_count) == ("c2", 4)
+
+
+def test_a_replayed_batch_changes_nothing(db: Database, pg: Pg, app_key: str) -> None:
+    task = claimed(db, app_key)
+    body = batch(task, [row(1), row(2)])
+    db.write_batch(body)
+    before = stored(pg, app_key)
+    again = db.write_batch(body)
+    assert (again.created, again.updated, again.unchanged) == (0, 0, 2)
+    assert stored(pg, app_key) == before
+
+
+def test_a_worker_that_lost_its_task_writes_nothing(db: Database, pg: Pg, app_key: str) -> None:
+    task = claimed(db, app_key)
+    db.write_batch(batch(task, [row(1)]))
+    db.release_task(task.id)
+    again = db.claim_task(task.job_id)  # another worker's claim: attempt 2
+    assert again is not None and again.attempts == 2
+    with pytest.raises(TaskLostError) as err:
+        db.write_batch(batch(task, [row(1, name="stale"), row(9)], cursor="stale"))
+    assert err.value.code == "SS001"
+    assert set(stored(pg, app_key)) == {"cus_1"}
+    assert db.get_job_status(task.job_id).tasks[0].cursor == "c1"
+
+
+def test_archived_objects_and_their_return(db: Database, pg: Pg, app_key: str) -> None:
+    task = claimed(db, app_key, "product")
+    product = {"collection_key": "stripe_product", "external_id": "prod_1",
+               "raw_payload": {"id": "prod_1", "active": False}}  # fmt: skip
+    db.write_batch(batch(task, [{**product, "archived": True}]))  # type: ignore[list-item]
+    archived_at = stored(pg, app_key)["prod_1"][1]
+    assert archived_at is not None
+    db.write_batch(batch(task, [{**product, "archived": True,  # type: ignore[list-item]
+                                 "raw_payload": {"id": "prod_1", "active": False, "n": 2}}]))
+    assert stored(pg, app_key)["prod_1"][1] == archived_at  # kept from the first time
+    db.write_batch(batch(task, [{**product, "raw_payload": {"id": "prod_1", "active": True}}]))
+    assert stored(pg, app_key)["prod_1"][1] is None
+
+
+def test_older_events_never_replace_newer_state(db: Database, pg: Pg, app_key: str) -> None:
+    task = claimed(db, app_key)
+    t0 = datetime(2027, 1, 1, tzinfo=UTC)
+    newer = {**row(1, name="newer"), "observed_at": (t0 + timedelta(minutes=5)).isoformat()}
+    older = {**row(1, name="older"), "observed_at": t0.isoformat()}
+    db.write_batch(batch(task, [newer], mode="incremental"))  # type: ignore[list-item]
+    result = db.write_batch(batch(task, [older], mode="incremental"))  # type: ignore[list-item]
+    assert (result.updated, result.unchanged) == (0, 1)
+    assert stored(pg, app_key)["cus_1"][0]["name"] == "newer"
+    # A deletion older than the stored state does not delete it either; a newer one does.
+    old_delete = {"collection_key": "stripe_customer", "external_id": "cus_1",
+                  "observed_at": t0.isoformat()}  # fmt: skip
+    assert db.write_batch(batch(task, [], deletes=[old_delete])).deleted == 0
+    new_delete = {**old_delete, "observed_at": (t0 + timedelta(hours=1)).isoformat()}
+    assert db.write_batch(batch(task, [], deletes=[new_delete])).deleted == 1
+    assert stored(pg, app_key) == {}
+
+
+def test_child_sets_remove_children_the_parent_no_longer_has(
+    db: Database, pg: Pg, app_key: str
+) -> None:
+    task = claimed(db, app_key, "subscription")
+
+    def item(n: int, sub: str) -> BatchRow:
+        return {"collection_key": "stripe_subscription_item", "external_id": f"si_{n}",
+                "raw_payload": {"id": f"si_{n}", "subscription": sub}}  # fmt: skip
+
+    db.write_batch(batch(task, [item(1, "sub_1"), item(2, "sub_1"), item(3, "sub_2")]))
+    result = db.write_batch(batch(
+        task, [item(2, "sub_1")], mode="incremental",
+        children=[{"collection_key": "stripe_subscription_item", "parent_field": "subscription",
+                   "parent_id": "sub_1"}],
+    ))  # fmt: skip
+    assert result.deleted == 1
+    assert set(stored(pg, app_key)) == {"si_2", "si_3"}
+
+
+def test_finish_sweeps_unseen_rows_in_the_window_and_records_the_watermark(
+    db: Database, pg: Pg, app_key: str
+) -> None:
+    # Rows from an earlier sync: 1-6. Upstream now has 1, 2, 5 and a new 7.
+    setup = claimed(db, app_key)
+    db.write_batch(batch(setup, [row(n) for n in range(1, 7)]))
+    db.complete_task(setup.id, "completed", 6)
+
+    task = claimed(db, app_key)
+    db.write_batch(batch(task, [row(1), row(2)], cursor="p1"))
+    db.write_batch(batch(task, [row(5), row(7)], cursor=None))
+    watermark = datetime(2027, 3, 1, tzinfo=UTC)
+    finished = db.finish_task({
+        "task_id": str(task.id), "attempt": task.attempts, "entity_count": 4,
+        "sweep_collections": ["stripe_customer"],
+        # created upstream at 1_700_000_004 or later: 3 is outside the window and stays
+        "sweep_created_from": datetime.fromtimestamp(1_700_000_004, UTC).isoformat(),
+        "state_collections": ["stripe_customer"], "synced_at": watermark.isoformat(),
+    })  # fmt: skip
+    assert finished.deleted == 2  # 4 and 6
+    assert sorted(stored(pg, app_key)) == ["cus_1", "cus_2", "cus_3", "cus_5", "cus_7"]
+    assert finished.job is not None and finished.job.status == "completed"
+    assert finished.job.processed_entities == 4
+    state = db.get_sync_state(app_key, "stripe_customer")
+    assert state is not None and state.last_synced_at == watermark
+    left = pg.execute("select count(*) from supasaasy.sync_task_seen where task_id = %s",
+                      (task.id,)).fetchone()  # fmt: skip
+    assert left == (0,)
+    with pytest.raises(TaskLostError):  # finishing again is refused, and sweeps nothing
+        db.finish_task({"task_id": str(task.id), "attempt": task.attempts, "entity_count": 0,
+                        "sweep_collections": ["stripe_customer"]})  # fmt: skip
+    assert len(stored(pg, app_key)) == 5
+
+
+def test_the_sweep_handles_more_rows_than_postgrest_returns(
+    db: Database, pg: Pg, app_key: str
+) -> None:
+    setup = claimed(db, app_key)
+    db.write_batch(batch(setup, [row(n) for n in range(2500)]))
+    db.complete_task(setup.id, "completed", 2500)
+    task = claimed(db, app_key)
+    db.write_batch(batch(task, [row(n) for n in range(0, 2500, 2)], cursor=None))
+    finished = db.finish_task({"task_id": str(task.id), "attempt": task.attempts,
+                               "entity_count": 1250, "sweep_collections": ["stripe_customer"]})
+    assert finished.deleted == 1250
+    assert len(stored(pg, app_key)) == 1250
+
+
+def test_rate_allowance_is_shared_by_concurrent_workers(db: Database, app_key: str) -> None:
+    rate, chunk, workers, chunks_each = 200.0, 10, 8, 5
+    granted: list[float] = []
+    lock = threading.Lock()
+    start = time.monotonic()
+
+    def worker() -> None:
+        for _ in range(chunks_each):
+            wait = db.take_rate_allowance(app_key, rate, chunk)
+            with lock:
+                granted.append(time.monotonic() - start + wait)
+
+    threads = [threading.Thread(target=worker) for _ in range(workers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    # 400 requests at 200/s with a burst of 200: by any moment t, at most 200 + 200 t
+    # requests may have been let through, and the last chunk cannot go before 1 s.
+    burst, slack = rate, 0.05
+    for i, at in enumerate(sorted(granted), start=1):
+        assert i * chunk <= burst + rate * (at + slack), (i, at)
+    total = workers * chunks_each * chunk
+    assert max(granted) >= (total - burst) / rate - slack
