@@ -17,7 +17,9 @@ from supasaasy.devstack.migrations import apply_migrations
 from supasaasy.errors import ActiveJobExistsError, InvalidInputError
 from supasaasy.models import Entity
 
-TABLES = ("entities", "sync_state", "sync_jobs", "sync_job_tasks")
+TABLES = ("entities", "sync_state", "sync_jobs", "sync_job_tasks", "sync_task_seen", "rate_limits")
+VIEWS = ("stripe_customers", "stripe_products", "stripe_prices", "stripe_plans",
+         "stripe_subscriptions", "stripe_subscription_items")  # fmt: skip
 FUNCTIONS = (
     "create_sync_job(text,text,text[])",
     "add_job_tasks(uuid,text[])",
@@ -28,6 +30,11 @@ FUNCTIONS = (
     "complete_task(uuid,text,integer,text)",
     "requeue_stale_tasks(interval,integer)",
     "cleanup_old_jobs(integer)",
+    "payload_created_at(jsonb)",
+    "task_lease(uuid,integer)",
+    "write_batch(jsonb)",
+    "finish_task(jsonb)",
+    "take_rate_allowance(text,double precision,integer,integer)",
 )
 
 Pg = psycopg.Connection[tuple[object, ...]]
@@ -183,11 +190,11 @@ def test_anon_and_users_read_and_write_nothing(
         ]
     )
 
-    for table in TABLES:
+    for table in TABLES + VIEWS:
         response = _rest(stack, key, "GET", table)
         assert response.status_code in (401, 403), (table, response.text)
         assert "payload" not in response.text
-    for function in ("claim_task", "cleanup_old_jobs", "create_sync_job"):
+    for function in ("claim_task", "cleanup_old_jobs", "create_sync_job", "write_batch"):
         response = _rest(stack, key, "POST", f"rpc/{function}", json={})
         assert response.status_code in (401, 403, 404), (function, response.text)
     response = _rest(
@@ -208,6 +215,11 @@ def test_anon_and_users_read_and_write_nothing(
 
 
 def test_privileges_and_row_level_security(pg: Pg) -> None:
+    for view in VIEWS:
+        for role in ("anon", "authenticated"):
+            granted = pg.execute("select has_table_privilege(%s, %s, 'select')",
+                                 (role, f"supasaasy.{view}")).fetchone()  # fmt: skip
+            assert granted == (False,), (role, view)
     for table in TABLES:
         rls = pg.execute(
             "select relrowsecurity from pg_class where oid = %s::regclass",
@@ -286,3 +298,42 @@ def test_migrations_are_recorded_and_applied_once(
     )
     assert versions == files
     assert apply_migrations(stack.database_url, project_root / "supabase" / "migrations") == []
+
+
+def test_connector_sql_ships_in_the_migrations(project_root: Path) -> None:
+    from supasaasy.connectors import connector_sql, known_connectors
+
+    migrations = [p.read_text() for p in (project_root / "supabase" / "migrations").glob("*.sql")]
+    for name in known_connectors():
+        for file_name, sql in connector_sql(name):
+            assert sql in migrations, f"{name}/sql/{file_name} is not a migration"
+
+
+def test_stripe_views_read_entities(db: Database, pg: Pg, app_key: str) -> None:
+    db.upsert_entities([
+        Entity(app_key=app_key, collection_key="stripe_customer", external_id="cus_1",
+               raw_payload={"id": "cus_1", "email": "a@example.com", "created": 1_700_000_000}),
+        Entity(app_key=app_key, collection_key="stripe_price", external_id="price_1",
+               raw_payload={"id": "price_1", "product": {"id": "prod_1"}, "unit_amount": 500,
+                            "recurring": {"interval": "month", "interval_count": 1}}),
+    ])  # fmt: skip
+    customers = (
+        db.rest.table("stripe_customers")
+        .select("external_id,email,stripe_created_at")
+        .eq("app_key", app_key)
+        .execute()
+        .data
+    )
+    assert customers == [
+        {
+            "external_id": "cus_1",
+            "email": "a@example.com",
+            "stripe_created_at": "2023-11-14T22:13:20+00:00",
+        }
+    ]
+    price = pg.execute(
+        "select product_id, unit_amount, recurring_interval from supasaasy.stripe_prices"
+        " where app_key = %s",
+        (app_key,),
+    ).fetchone()
+    assert price == ("prod_1", 500, "month")

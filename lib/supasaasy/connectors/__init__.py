@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from importlib import resources
+
 from ..config import AppConfig
 from .base import (
     ChildSet,
@@ -44,6 +46,13 @@ def connector_class(app: AppConfig) -> type[Connector]:
         ) from None
 
 
+def connector_sql(name: str) -> list[tuple[str, str]]:
+    """(file name, SQL text) of each SQL file the named connector ships."""
+    cls = _REGISTRY[name]
+    package = resources.files(cls.__module__.rsplit(".", 1)[0]).joinpath("sql")
+    return [(f, package.joinpath(f).read_text()) for f in cls.metadata.sql_files]
+
+
 def create_connector(app: AppConfig, *, rate_limiter: RateLimiter | None = None) -> Connector:
     """A connector for `app`, its configuration validated (ConfigError otherwise)."""
     return connector_class(app)(app, rate_limiter=rate_limiter)
@@ -62,6 +71,7 @@ __all__ = [
     "Resource",
     "Unlimited",
     "connector_class",
+    "connector_sql",
     "create_connector",
     "known_connectors",
     "register",

@@ -47,6 +47,9 @@ class ConnectorMetadata:
     display_name: str
     api_version: str
     resources: tuple[Resource, ...]
+    # SQL the connector needs (typed views), in the connector package's `sql/` folder.
+    # Each file also ships, unchanged, as one of the project's migrations.
+    sql_files: tuple[str, ...] = ()
 
     def resource(self, resource_type: str) -> Resource:
         for resource in self.resources:

@@ -107,7 +107,11 @@ def _settings(app_key: str, config: dict[str, Any]) -> StripeSettings:
 @register
 class StripeConnector(Connector):
     metadata = ConnectorMetadata(
-        name="stripe", display_name="Stripe", api_version=API_VERSION, resources=RESOURCES
+        name="stripe",
+        display_name="Stripe",
+        api_version=API_VERSION,
+        resources=RESOURCES,
+        sql_files=("views.sql",),
     )
 
     def __init__(self, app: Any, *, rate_limiter: RateLimiter | None = None) -> None:
