@@ -286,7 +286,9 @@ class ResourceSync:
         batch["rows"] = list(rows.values())
         batch["cursor"] = cursor.encode()
         batch["entity_count"] = progress.entity_count
-        batch["observed_at"] = self.clock().isoformat()
+        # Whole seconds, as providers stamp their events: an event from the same second
+        # as this fetch may be newer than what the fetch saw, so it must still apply.
+        batch["observed_at"] = self.clock().replace(microsecond=0).isoformat()
         counts = self.db.write_batch(batch)
         progress.batches += 1
         progress.created += counts.created

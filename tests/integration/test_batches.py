@@ -98,8 +98,18 @@ def test_archived_objects_and_their_return(db: Database, pg: Pg, app_key: str) -
     db.write_batch(batch(task, [{**product, "archived": True}]))  # type: ignore[list-item]
     archived_at = stored(pg, app_key)["prod_1"][1]
     assert archived_at is not None
-    db.write_batch(batch(task, [{**product, "archived": True,  # type: ignore[list-item]
-                                 "raw_payload": {"id": "prod_1", "active": False, "n": 2}}]))
+    db.write_batch(
+        batch(
+            task,
+            [
+                {
+                    **product,
+                    "archived": True,  # type: ignore[list-item]
+                    "raw_payload": {"id": "prod_1", "active": False, "n": 2},
+                }
+            ],
+        )
+    )
     assert stored(pg, app_key)["prod_1"][1] == archived_at  # kept from the first time
     db.write_batch(batch(task, [{**product, "raw_payload": {"id": "prod_1", "active": True}}]))
     assert stored(pg, app_key)["prod_1"][1] is None
@@ -184,8 +194,14 @@ def test_the_sweep_handles_more_rows_than_postgrest_returns(
     db.complete_task(setup.id, "completed", 2500)
     task = claimed(db, app_key)
     db.write_batch(batch(task, [row(n) for n in range(0, 2500, 2)], cursor=None))
-    finished = db.finish_task({"task_id": str(task.id), "attempt": task.attempts,
-                               "entity_count": 1250, "sweep_collections": ["stripe_customer"]})
+    finished = db.finish_task(
+        {
+            "task_id": str(task.id),
+            "attempt": task.attempts,
+            "entity_count": 1250,
+            "sweep_collections": ["stripe_customer"],
+        }
+    )
     assert finished.deleted == 1250
     assert len(stored(pg, app_key)) == 1250
 

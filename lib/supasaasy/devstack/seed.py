@@ -1,0 +1,371 @@
+"""Seed a Stripe-compatible API (localstripe, or Stripe in test mode) with a realistic dataset.
+
+Customers (name, email, phone, description, address, metadata), products (about 10%
+inactive), plans per product (alternately monthly and yearly, usd; plans of inactive
+products are inactive too) and subscriptions for a subset of the customers, each with
+1-3 items on plans of different products that share one billing interval (Stripe
+requires that). Customers that subscribe get the test card `pm_card_visa` as their
+default payment method, so their first invoice is paid and the subscription is active.
+
+The content is a pure function of the sizes and `seed`; the ids are the server's.
+Requests run concurrently over one pooled HTTP client.
+
+Run: python -m supasaasy.devstack.seed --api-base http://127.0.0.1:8420 \
+        --api-key sk_test_x --customers 1000 --products 100 --subscriptions 300
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import httpx
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+TEST_PAYMENT_METHOD = "pm_card_visa"
+INACTIVE_SHARE = 0.1
+MAX_ATTEMPTS = 5  # on 429 (Stripe's rate limit); nothing else is retried
+
+FIRST_NAMES = (
+    "Ada", "Alan", "Barbara", "Claude", "Donald", "Edsger", "Frances", "Grace", "Hedy",
+    "Ivan", "Joan", "Ken", "Leslie", "Margaret", "Niklaus", "Radia", "Shafi", "Tim",
+    "Ursula", "Vint", "Whitfield", "Xiaoyun", "Yukihiro", "Zhores",
+)  # fmt: skip
+LAST_NAMES = (
+    "Lovelace", "Turing", "Liskov", "Shannon", "Knuth", "Dijkstra", "Allen", "Hopper",
+    "Lamarr", "Sutherland", "Clarke", "Thompson", "Lamport", "Hamilton", "Wirth",
+    "Perlman", "Goldwasser", "Berners-Lee", "Franklin", "Cerf", "Diffie", "Wang",
+    "Matsumoto", "Alferov",
+)  # fmt: skip
+CITIES = (
+    ("San Francisco", "CA", "94107"), ("New York", "NY", "10013"), ("Austin", "TX", "78701"),
+    ("Seattle", "WA", "98101"), ("Boston", "MA", "02110"), ("Denver", "CO", "80202"),
+    ("Chicago", "IL", "60601"), ("Portland", "OR", "97205"),
+)  # fmt: skip
+STREETS = ("Market", "Main", "Oak", "Pine", "Maple", "Cedar", "Elm", "Lake", "Hill", "Park")
+SEGMENTS = ("self-serve", "smb", "mid-market", "enterprise")
+ADJECTIVES = ("Core", "Pro", "Team", "Scale", "Edge", "Cloud", "Insight", "Secure", "Rapid")
+NOUNS = ("Analytics", "Storage", "Messaging", "Search", "Backup", "Monitoring", "Billing")
+CATEGORIES = ("platform", "add-on", "support", "usage")
+MONTHLY_AMOUNTS = (500, 900, 1500, 2900, 4900, 9900, 19900)
+
+
+class SeedError(RuntimeError):
+    """The API refused a seeding request; the message has the method, path and answer."""
+
+
+@dataclass(frozen=True)
+class PlanSpec:
+    product: int  # index into Dataset.products
+    params: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class SubscriptionSpec:
+    customer: int  # index into Dataset.customers
+    plans: tuple[int, ...]  # indexes into Dataset.plans, one per item
+    quantities: tuple[int, ...]
+    metadata: dict[str, str]
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """What to create, with references by index (the server assigns the ids)."""
+
+    customers: list[dict[str, Any]]
+    products: list[dict[str, Any]]
+    plans: list[PlanSpec]
+    subscriptions: list[SubscriptionSpec]
+
+
+@dataclass(frozen=True)
+class SeedSummary:
+    """The ids created, per kind, in the dataset's order; and how long it took."""
+
+    customers: tuple[str, ...]
+    products: tuple[str, ...]
+    plans: tuple[str, ...]
+    subscriptions: tuple[str, ...]
+    subscription_items: tuple[str, ...]
+    seconds: float
+
+    def counts(self) -> dict[str, int]:
+        return {
+            "customers": len(self.customers),
+            "products": len(self.products),
+            "plans": len(self.plans),
+            "subscriptions": len(self.subscriptions),
+            "subscription_items": len(self.subscription_items),
+        }
+
+    def __str__(self) -> str:
+        counts = ", ".join(f"{n} {kind}" for kind, n in self.counts().items())
+        return f"seeded {counts} in {self.seconds:.2f} s"
+
+
+def build_dataset(
+    *, customers: int, products: int, plans_per_product: int, subscriptions: int, seed: int = 0
+) -> Dataset:
+    """The dataset for these sizes; the same arguments give the same content."""
+    if min(customers, products, plans_per_product, subscriptions) < 0:
+        raise ValueError("sizes must not be negative")
+    if subscriptions > customers:
+        raise ValueError(f"{subscriptions} subscriptions need as many customers, not {customers}")
+    rng = random.Random(seed)
+    tag = str(seed)
+
+    subscribers = sorted(rng.sample(range(customers), subscriptions))
+    paying = set(subscribers)
+    customer_params = [_customer(rng, i, tag, i in paying) for i in range(customers)]
+
+    inactive = set(rng.sample(range(products), round(products * INACTIVE_SHARE)))
+    product_params: list[dict[str, Any]] = []
+    plans: list[PlanSpec] = []
+    for p in range(products):
+        name = f"{rng.choice(ADJECTIVES)} {rng.choice(NOUNS)} {p + 1}"
+        product_params.append(
+            {
+                "name": name,
+                "description": f"{name}: seeded product {p + 1} of {products}",
+                "active": p not in inactive,
+                "metadata": {"seed": tag, "index": str(p), "category": rng.choice(CATEGORIES)},
+            }
+        )
+        monthly = rng.choice(MONTHLY_AMOUNTS)
+        for j in range(plans_per_product):
+            interval = "month" if j % 2 == 0 else "year"
+            version = j // 2 + 1
+            amount = monthly * version * (10 if interval == "year" else 1)
+            suffix = "" if version == 1 else f" v{version}"
+            params = {
+                "amount": amount,
+                "currency": "usd",
+                "interval": interval,
+                "interval_count": 1,
+                "nickname": f"{name} {'Monthly' if interval == 'month' else 'Yearly'}{suffix}",
+                "active": p not in inactive,
+                "metadata": {"seed": tag, "product_index": str(p), "version": str(version)},
+            }
+            plans.append(PlanSpec(product=p, params=params))
+
+    # Active plans by interval, then by product: one subscription uses one interval and
+    # at most one plan per product.
+    by_interval: dict[str, dict[int, list[int]]] = {}
+    for index, plan in enumerate(plans):
+        if plan.params["active"]:
+            products_plans = by_interval.setdefault(plan.params["interval"], {})
+            products_plans.setdefault(plan.product, []).append(index)
+    if subscriptions and not by_interval:
+        raise ValueError("subscriptions need at least one active plan")
+    intervals = sorted(by_interval)
+    weights = [3 if interval == "month" else 1 for interval in intervals]
+
+    subscription_specs: list[SubscriptionSpec] = []
+    for n, customer in enumerate(subscribers):
+        choices = by_interval[rng.choices(intervals, weights)[0]]
+        wanted = rng.choices((1, 2, 3), (5, 3, 2))[0]
+        chosen = rng.sample(sorted(choices), min(wanted, len(choices)))
+        subscription_specs.append(
+            SubscriptionSpec(
+                customer=customer,
+                plans=tuple(rng.choice(choices[p]) for p in chosen),
+                quantities=tuple(rng.choice((1, 1, 1, 2, 5)) for _ in chosen),
+                metadata={"seed": tag, "index": str(n)},
+            )
+        )
+    return Dataset(customer_params, product_params, plans, subscription_specs)
+
+
+def _customer(rng: random.Random, i: int, tag: str, paying: bool) -> dict[str, Any]:
+    first, last = rng.choice(FIRST_NAMES), rng.choice(LAST_NAMES)
+    city, state, postal_code = rng.choice(CITIES)
+    address = {
+        "line1": f"{rng.randint(1, 9999)} {rng.choice(STREETS)} St",
+        "city": city,
+        "state": state,
+        "postal_code": postal_code,
+        "country": "US",
+    }
+    if rng.random() < 0.3:
+        address["line2"] = f"Suite {rng.randint(100, 999)}"
+    segment = rng.choice(SEGMENTS)
+    params: dict[str, Any] = {
+        "name": f"{first} {last}",
+        "email": f"{first.lower()}.{last.lower()}.{i}@example.com",
+        "phone": f"+1555{rng.randint(0, 9_999_999):07d}",
+        "description": f"Seeded {segment} customer {i}",
+        "address": address,
+        "metadata": {"seed": tag, "index": str(i), "segment": segment},
+    }
+    if paying:
+        params["payment_method"] = TEST_PAYMENT_METHOD
+        params["invoice_settings"] = {"default_payment_method": TEST_PAYMENT_METHOD}
+    return params
+
+
+def form_encode(params: Mapping[str, Any], prefix: str = "") -> list[tuple[str, str]]:
+    """Stripe's form encoding: `metadata[k]=v`, `items[0][plan]=p`, booleans as true/false."""
+    pairs: list[tuple[str, str]] = []
+    for key, value in params.items():
+        name = f"{prefix}[{key}]" if prefix else str(key)
+        pairs.extend(_encode_value(name, value))
+    return pairs
+
+
+def _encode_value(name: str, value: Any) -> list[tuple[str, str]]:
+    if value is None:
+        return []
+    if isinstance(value, Mapping):
+        return form_encode(value, name)
+    if isinstance(value, list | tuple):
+        return [pair for i, v in enumerate(value) for pair in _encode_value(f"{name}[{i}]", v)]
+    if isinstance(value, bool):
+        return [(name, "true" if value else "false")]
+    return [(name, str(value))]
+
+
+def seed_stripe(
+    api_base: str,
+    api_key: str,
+    *,
+    customers: int,
+    products: int,
+    plans_per_product: int = 2,
+    subscriptions: int,
+    concurrency: int = 8,
+    seed: int = 0,
+    timeout: float = 30.0,
+) -> SeedSummary:
+    """Create the dataset for these sizes on the API at `api_base` (without `/v1`).
+
+    Customers and products go first (concurrently), then plans, then subscriptions.
+    The first failed request stops the seeding with a SeedError; what was created
+    before stays.
+    """
+    if concurrency < 1:
+        raise ValueError("concurrency must be at least 1")
+    data = build_dataset(
+        customers=customers,
+        products=products,
+        plans_per_product=plans_per_product,
+        subscriptions=subscriptions,
+        seed=seed,
+    )
+    started = time.monotonic()
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    with (
+        httpx.Client(
+            base_url=api_base.rstrip("/"),
+            headers={"Authorization": f"Bearer {api_key}"},
+            limits=limits,
+            timeout=timeout,
+        ) as client,
+        ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="seed") as pool,
+    ):
+
+        def post(path: str) -> Callable[[Mapping[str, Any]], dict[str, Any]]:
+            return lambda params: _post(client, path, params)
+
+        customer_futures = _submit(pool, post("/v1/customers"), data.customers)
+        product_futures = _submit(pool, post("/v1/products"), data.products)
+        customer_ids = [c["id"] for c in _results(customer_futures + product_futures)]
+        product_ids = customer_ids[customers:]
+        customer_ids = customer_ids[:customers]
+
+        plan_params = [{**p.params, "product": product_ids[p.product]} for p in data.plans]
+        plan_ids = [p["id"] for p in _results(_submit(pool, post("/v1/plans"), plan_params))]
+
+        subscription_params = [
+            {
+                "customer": customer_ids[s.customer],
+                "items": [
+                    {"plan": plan_ids[plan], "quantity": quantity}
+                    for plan, quantity in zip(s.plans, s.quantities, strict=True)
+                ],
+                "metadata": s.metadata,
+            }
+            for s in data.subscriptions
+        ]
+        created = _results(_submit(pool, post("/v1/subscriptions"), subscription_params))
+
+    return SeedSummary(
+        customers=tuple(customer_ids),
+        products=tuple(product_ids),
+        plans=tuple(plan_ids),
+        subscriptions=tuple(s["id"] for s in created),
+        subscription_items=tuple(i["id"] for s in created for i in s["items"]["data"]),
+        seconds=time.monotonic() - started,
+    )
+
+
+def _submit(pool: ThreadPoolExecutor, fn: Callable[[T], R], items: Iterable[T]) -> list[Future[R]]:
+    return [pool.submit(fn, item) for item in items]
+
+
+def _results(futures: Sequence[Future[R]]) -> list[R]:
+    """Results in order; on the first failure cancel what has not started and raise."""
+    try:
+        return [f.result() for f in futures]
+    except BaseException:
+        for f in futures:
+            f.cancel()
+        raise
+
+
+def _post(client: httpx.Client, path: str, params: Mapping[str, Any]) -> dict[str, Any]:
+    body = dict(form_encode(params))  # keys are unique: array elements are indexed
+    for attempt in range(MAX_ATTEMPTS):
+        response = client.post(path, data=body)
+        if response.status_code == 429 and attempt + 1 < MAX_ATTEMPTS:
+            time.sleep(0.5 * 2**attempt)
+            continue
+        if response.is_success:
+            result: dict[str, Any] = response.json()
+            return result
+        raise SeedError(f"POST {path} answered {response.status_code}: {response.text[:500]}")
+    raise AssertionError("unreachable")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m supasaasy.devstack.seed",
+        description="Seed a Stripe-compatible API (e.g. localstripe) with a realistic dataset.",
+    )
+    parser.add_argument("--api-base", required=True, help="e.g. http://127.0.0.1:8420 (no /v1)")
+    parser.add_argument(
+        "--api-key",
+        default=os.environ.get("STRIPE_API_KEY"),
+        help="secret key (sk_test_...); default: $STRIPE_API_KEY",
+    )
+    parser.add_argument("--customers", type=int, default=100)
+    parser.add_argument("--products", type=int, default=10)
+    parser.add_argument("--plans-per-product", type=int, default=2)
+    parser.add_argument("--subscriptions", type=int, default=30)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    if not args.api_key:
+        parser.error("--api-key (or $STRIPE_API_KEY) is required")
+    summary = seed_stripe(
+        args.api_base,
+        args.api_key,
+        customers=args.customers,
+        products=args.products,
+        plans_per_product=args.plans_per_product,
+        subscriptions=args.subscriptions,
+        concurrency=args.concurrency,
+        seed=args.seed,
+    )
+    print(summary)
+
+
+if __name__ == "__main__":
+    main()
