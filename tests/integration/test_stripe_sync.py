@@ -207,3 +207,18 @@ def test_incremental_sync_applies_changes_since_the_watermark(
     rows = stored(pg, app_key, "stripe_customer")
     assert rows == upstream(stripe_api, "/v1/customers")
     assert all(rows[c]["name"] == "Changed" for c in changed)
+
+
+def test_a_watermark_older_than_the_events_retention_means_a_full_sync(
+    db: Database, pg: Pg, app_key: str, stripe_api: str, seeded: SeedSummary
+) -> None:
+    application = app(app_key, stripe_api)
+    assert sync(db, application, "product", mode="full").finished
+    pg.execute("update supasaasy.sync_state set last_synced_at = now() - interval '31 days'"
+               " where app_key = %s", (app_key,))  # fmt: skip
+    again = sync(db, application, "product", mode="incremental")
+    assert again.progress.mode == "full"
+    assert again.progress.unchanged == len(seeded.products)
+    pg.execute("update supasaasy.sync_state set last_synced_at = now() - interval '29 days'"
+               " where app_key = %s", (app_key,))  # fmt: skip
+    assert sync(db, application, "product", mode="incremental").progress.mode == "incremental"

@@ -1,0 +1,46 @@
+"""The shared rate limiter reserves allowance in chunks, not per request."""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+from supasaasy.db import Database
+from supasaasy.sync import SharedRateLimiter
+
+
+class Allowance:
+    """Stands in for Database.take_rate_allowance and records its calls."""
+
+    def __init__(self, waits: list[float]) -> None:
+        self.calls: list[tuple[str, float, int]] = []
+        self.waits = waits
+
+    def take_rate_allowance(self, key: str, per_second: float, requests: int) -> float:
+        self.calls.append((key, per_second, requests))
+        return self.waits.pop(0) if self.waits else 0.0
+
+
+def limiter(db: Any, **kwargs: Any) -> tuple[SharedRateLimiter, list[float]]:
+    slept: list[float] = []
+    made = SharedRateLimiter(cast(Database, db), "stripe_main", 25.0, sleep=slept.append,
+                             **kwargs)  # fmt: skip
+    return made, slept
+
+
+def test_one_reservation_per_chunk_of_requests() -> None:
+    db = Allowance([])
+    made, slept = limiter(db)
+    for _ in range(50):
+        made.acquire()
+    assert made.chunk == 5
+    assert db.calls == [("stripe_main", 25.0, 5)] * 10
+    assert slept == []
+
+
+def test_the_caller_waits_what_the_database_says() -> None:
+    db = Allowance([0.0, 0.4, 0.0])
+    made, slept = limiter(db, chunk=2)
+    for _ in range(6):
+        made.acquire()
+    assert len(db.calls) == 3
+    assert slept == [0.4]
