@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 from .connectors import Connector, Deletion, Page, RateLimiter
 from .db import Database
+from .errors import TaskLostError
 from .models import BatchDeletion, BatchRow, FinishTask, SyncMode, SyncTask, WriteBatch
 
 log = logging.getLogger("supasaasy.sync")
@@ -150,9 +151,9 @@ class ResourceSync:
                 pages = self.connector.incremental_sync(
                     task.resource_type, since=since, cursor=after
                 )
-            stopped_at = self._write_pages(task, attempt, mode, pages, progress, should_stop)
-            if stopped_at is not None:
-                return SyncOutcome(finished=False, progress=progress, cursor=stopped_at)
+            stopped, cursor = self._write_pages(task, attempt, mode, pages, progress, should_stop)
+            if stopped:
+                return SyncOutcome(finished=False, progress=progress, cursor=cursor)
 
         collections = [resource.collection_key] + [
             child.collection_key
@@ -207,32 +208,40 @@ class ResourceSync:
         pages: Iterator[Page],
         progress: Progress,
         should_stop: Callable[[], bool],
-    ) -> str | None:
-        """Write every page in batches. Returns the saved cursor if it stopped early."""
+    ) -> tuple[bool, str | None]:
+        """Write every page in batches; (stopped early, the cursor committed last)."""
         rows: dict[tuple[str, str], BatchRow] = {}
-        batch: WriteBatch = self._new_batch(task, attempt, mode)
-        last_flush = time.monotonic()
-        with _Prefetch(pages, self.prefetch_pages) as fetched:
-            for page in fetched:
-                progress.pages += 1
-                self._add_page(batch, rows, page)
-                progress.entity_count += len(page.records)
+        batch = self._new_batch(task, attempt, mode)
+        pending: TaskCursor | None = None  # cursor of the last page not yet written
+        committed = task.cursor
+        last_write = time.monotonic()
+        with _Prefetch(pages, self.prefetch_pages, idle_after=self.batch_seconds) as fetched:
+            for page in fetched:  # None: no page came for a while
+                if page is not None:
+                    progress.pages += 1
+                    progress.entity_count += len(page.records)
+                    self._add_page(batch, rows, page)
+                    pending = TaskCursor(mode, page.cursor, done=page.cursor is None)
                 stop = should_stop()
-                cursor = TaskCursor(mode, page.cursor, done=page.cursor is None)
                 due = (
                     len(rows) >= self.batch_rows
-                    or time.monotonic() - last_flush >= self.batch_seconds
+                    or time.monotonic() - last_write >= self.batch_seconds
                 )
-                if stop or due or page.cursor is None:
-                    self._flush(batch, rows, cursor, progress)
-                    batch, rows, last_flush = (
+                if pending is not None and (stop or due or pending.done):
+                    self._flush(batch, rows, pending, progress)
+                    committed, pending = pending.encode(), None
+                    batch, rows, last_write = (
                         self._new_batch(task, attempt, mode),
                         {},
                         time.monotonic(),
                     )
-                if stop and page.cursor is not None:
-                    return cursor.encode()
-        return None
+                elif page is None:  # a slow provider: show the task is still alive
+                    if not self.db.update_task_heartbeat(task.id):
+                        raise TaskLostError(f"task {task.id} was taken back while waiting")
+                    last_write = time.monotonic()
+                if stop and (page is None or page.cursor is not None):
+                    return True, committed
+        return False, committed
 
     def _new_batch(self, task: SyncTask, attempt: int, mode: SyncMode) -> WriteBatch:
         return {
@@ -313,22 +322,26 @@ _END = object()
 class _Prefetch:
     """Iterates `pages` in a background thread, up to `depth` pages ahead."""
 
-    def __init__(self, pages: Iterator[Page], depth: int) -> None:
+    def __init__(self, pages: Iterator[Page], depth: int, idle_after: float) -> None:
         self.pages = pages
+        self.idle_after = idle_after
         self.queue: queue.Queue[object] = queue.Queue(maxsize=depth)
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self._produce, name="supasaasy-prefetch", daemon=True)
 
-    def __enter__(self) -> Iterator[Page]:
+    def __enter__(self) -> Iterator[Page | None]:
         self.thread.start()
         return self._consume()
 
     def __exit__(self, *exc: object) -> None:
+        """Stop fetching. A producer blocked in a slow request is left to finish it on
+        its own (it is a daemon thread and drops what it fetched), so that stopping
+        never waits for the provider."""
         self.stopping.set()
-        while self.thread.is_alive():
+        deadline = time.monotonic() + 1.0
+        while self.thread.is_alive() and time.monotonic() < deadline:
             with contextlib.suppress(queue.Empty):  # unblock a producer on a full queue
                 self.queue.get(timeout=0.05)
-        self.thread.join()
 
     def _produce(self) -> None:
         try:
@@ -352,9 +365,14 @@ class _Prefetch:
                 continue
         return False
 
-    def _consume(self) -> Iterator[Page]:
+    def _consume(self) -> Iterator[Page | None]:
+        """The pages in order, and None whenever none came for `idle_after` seconds."""
         while True:
-            item = self.queue.get()
+            try:
+                item = self.queue.get(timeout=self.idle_after)
+            except queue.Empty:
+                yield None
+                continue
             if item is _END:
                 return
             if isinstance(item, BaseException):
