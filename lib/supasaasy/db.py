@@ -195,6 +195,57 @@ class Database:
             raise NotFoundError(f"sync job not found: {job_id}")
         return job
 
+    def get_job(self, job_id: UUID | str) -> SyncJob:
+        """The job alone, without its tasks. NotFoundError if there is no such job."""
+        with _translated():
+            data = (
+                self.rest.table("sync_jobs")
+                .select("*")
+                .eq("id", _uuid(job_id, "job_id"))
+                .execute()
+                .data
+            )
+        job = _first(SyncJob, data)
+        if job is None:
+            raise NotFoundError(f"sync job not found: {job_id}")
+        return job
+
+    def delete_job(self, job_id: UUID | str) -> None:
+        """Delete a job and (by cascade) its tasks."""
+        with _translated():
+            self.rest.table("sync_jobs").delete(returning=ReturnMethod.minimal).eq(
+                "id", _uuid(job_id, "job_id")
+            ).execute()
+
+    def cancel_job(self, job_id: UUID | str) -> SyncJob | None:
+        """Cancel an active job and its unfinished tasks; None if it is not active."""
+        return _first(SyncJob, self._rpc("cancel_job", {"p_job_id": _uuid(job_id, "job_id")}))
+
+    def retry_job(self, job_id: UUID | str) -> SyncJob | None:
+        """Put a failed or cancelled job's failed and cancelled tasks back to pending.
+
+        None if it has nothing to retry; ActiveJobExistsError while its app has another
+        active job.
+        """
+        try:
+            data = self._rpc("retry_job", {"p_job_id": _uuid(job_id, "job_id")})
+        except ConflictError as exc:
+            job = self.get_job(job_id)
+            active = self.get_active_job(job.app_key)
+            raise ActiveJobExistsError(
+                job.app_key,
+                str(active.id) if active else None,
+                code=exc.code,
+                details=exc.details,
+                hint=exc.hint,
+            ) from exc
+        return _first(SyncJob, data)
+
+    def admit_request(self, key: str, per_minute: int) -> float:
+        """0 if one more request under `per_minute` for `key` is admitted, else the
+        seconds until one will be."""
+        return float(self._rpc("admit_request", {"p_key": key, "p_per_minute": per_minute}))
+
     def get_active_job(self, app_key: str) -> SyncJob | None:
         with _translated():
             data = (

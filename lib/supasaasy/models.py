@@ -9,7 +9,7 @@ from uuid import UUID
 from pydantic import BaseModel, ConfigDict, Field
 
 JobStatusName = Literal["pending", "processing", "completed", "failed", "cancelled"]
-TaskStatusName = Literal["pending", "processing", "completed", "failed"]
+TaskStatusName = Literal["pending", "processing", "completed", "failed", "cancelled"]
 SyncMode = Literal["full", "incremental"]
 
 ACTIVE_JOB_STATUSES: tuple[JobStatusName, ...] = ("pending", "processing")

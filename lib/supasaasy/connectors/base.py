@@ -137,6 +137,11 @@ class Connector(ABC):
         raise ConfigError(f"{self.metadata.name} has no incremental sync for {resource_type}")
 
     @property
+    def requests_per_second(self) -> float | None:
+        """The provider request rate all workers of this app share (None: unlimited)."""
+        return None
+
+    @property
     def incremental_horizon(self) -> float | None:
         """How far back (seconds) an incremental sync can reach; older means full."""
         return None

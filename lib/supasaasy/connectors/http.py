@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 
-from .base import ProviderError, RateLimiter
+from .base import ProviderError
 
 RETRYABLE = frozenset({408, 429, 500, 502, 503, 504})
 
@@ -41,20 +41,20 @@ class ProviderClient:
         self,
         name: str,
         client: httpx.Client,
-        rate_limiter: RateLimiter,
+        acquire: Callable[[], None],
         retry: RetryPolicy | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.name = name
         self.client = client
-        self.rate_limiter = rate_limiter
+        self.acquire = acquire  # blocks until the shared request rate allows one more
         self.retry = retry or RetryPolicy()
         self.sleep = sleep
 
     def get_json(self, path: str, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
         attempt = 0
         while True:
-            self.rate_limiter.acquire()
+            self.acquire()
             try:
                 response = self.client.get(path, params=params)
             except httpx.TransportError as exc:

@@ -9,14 +9,25 @@ import sys
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from .keys import new_jwt_secret, sign_role_key
 from .migrations import apply_migrations, bootstrap
 from .postgres import EmbeddedPostgres, can_connect
-from .processes import StackError, require_free_ports, spawn, stop, tcp_accepts, wait_until
+from .processes import (
+    StackError,
+    free_port,
+    require_free_ports,
+    spawn,
+    stop,
+    tcp_accepts,
+    wait_until,
+)
 
 POSTGREST_BIN_ENV = "SUPASAASY_POSTGREST_BIN"
+# functions/<name>/main.py and the functions-framework target each exposes.
+FUNCTIONS = {"sync": "sync", "worker": "worker", "job-status": "job_status"}
 
 
 @dataclass
@@ -36,7 +47,13 @@ class StackSettings:
     db_url: str | None = None
     durable: bool = True
     jwt_secret: str | None = None
+    # Extra gateway routes: /functions/v1/<name> -> URL.
     functions: dict[str, str] = field(default_factory=dict)
+    # Serve the project's three functions (functions/<name>/main.py) behind the gateway,
+    # with this admin key and these extra environment variables.
+    serve_functions: bool = False
+    admin_key: str | None = None
+    function_env: dict[str, str] = field(default_factory=dict)
 
     @property
     def state(self) -> Path:
@@ -63,15 +80,19 @@ class StackInfo:
     service_role_key: str
     database_url: str
     jwt_secret: str
+    admin_key: str | None = None
 
     def env(self) -> dict[str, str]:
-        return {
+        env = {
             "SUPABASE_URL": self.supabase_url,
             "SUPABASE_ANON_KEY": self.anon_key,
             "SUPABASE_SERVICE_ROLE_KEY": self.service_role_key,
             "DATABASE_URL": self.database_url,
             "SUPABASE_JWT_SECRET": self.jwt_secret,
         }
+        if self.admin_key:
+            env["ADMIN_API_KEY"] = self.admin_key
+        return env
 
 
 class LocalStack:
@@ -82,6 +103,7 @@ class LocalStack:
         self.postgres: EmbeddedPostgres | None = None
         self.postgrest: subprocess.Popen[bytes] | None = None
         self.gateway: subprocess.Popen[bytes] | None = None
+        self.functions: dict[str, subprocess.Popen[bytes]] = {}
         self.info: StackInfo | None = None
 
     def __enter__(self) -> StackInfo:
@@ -169,7 +191,10 @@ class LocalStack:
             "--rest",
             f"http://127.0.0.1:{s.rest_port}",
         ]
-        for name, url in s.functions.items():
+        routes = dict(s.functions)
+        if s.serve_functions:
+            routes |= self._start_functions(s, secret)
+        for name, url in routes.items():
             gateway_args += ["--function", f"{name}={url}"]
         self.gateway = spawn(gateway_args, log=self.logs / "gateway.log")
         wait_until(
@@ -179,17 +204,50 @@ class LocalStack:
             log=self.logs / "gateway.log",
         )
 
+        for name, process in self.functions.items():
+            port = int(routes[name].rsplit(":", 1)[1])
+            wait_until(partial(tcp_accepts, port), what=f"function {name}", process=process,
+                       log=self.logs / f"function-{name}.log")  # fmt: skip
         self.info = StackInfo(
             supabase_url=f"http://127.0.0.1:{s.gateway_port}",
             anon_key=sign_role_key(secret, "anon"),
             service_role_key=sign_role_key(secret, "service_role"),
             database_url=db_url,
             jwt_secret=secret,
+            admin_key=s.admin_key if s.serve_functions else None,
         )
         env_file = s.state / "stack.env"
         env_file.write_text("".join(f"{k}={v}\n" for k, v in self.info.env().items()))
         env_file.chmod(0o600)
         return self.info
+
+    def _start_functions(self, s: StackSettings, secret: str) -> dict[str, str]:
+        """Start functions/<name>/main.py with functions-framework; their gateway routes."""
+        gateway = f"http://127.0.0.1:{s.gateway_port}"
+        env = {
+            **os.environ,
+            **s.function_env,
+            "SUPABASE_URL": gateway,
+            "SUPABASE_SERVICE_ROLE_KEY": sign_role_key(secret, "service_role"),
+            "ADMIN_API_KEY": s.admin_key or "",
+            "SUPASAASY_WORKER_URL": f"{gateway}/functions/v1/worker",
+        }
+        routes = {}
+        for name, target in FUNCTIONS.items():
+            source = s.project_dir / "functions" / name / "main.py"
+            if not source.exists():
+                raise StackError(f"function source not found: {source}")
+            port = free_port()
+            # gunicorn keeps a control socket under $HOME: one home per function.
+            home = s.state / "functions" / name
+            home.mkdir(parents=True, exist_ok=True)
+            self.functions[name] = spawn(
+                [sys.executable, "-m", "functions_framework", "--source", str(source),
+                 "--target", target, "--host", "127.0.0.1", "--port", str(port)],
+                log=self.logs / f"function-{name}.log", env={**env, "HOME": str(home)},
+            )  # fmt: skip
+            routes[name] = f"http://127.0.0.1:{port}"
+        return routes
 
     def _stored_jwt_secret(self) -> str:
         """The dev stack keeps one secret, so keys in another terminal stay valid."""
@@ -202,6 +260,7 @@ class LocalStack:
     def dead_process(self) -> str | None:
         """The name of a stack process that exited on its own, if any."""
         for name, proc in (
+            *((f"function {n}", p) for n, p in self.functions.items()),
             ("gateway", self.gateway),
             ("PostgREST", self.postgrest),
             ("Postgres", self.postgres.process if self.postgres else None),
@@ -213,6 +272,9 @@ class LocalStack:
     def stop(self) -> None:
         stop(self.gateway)
         self.gateway = None
+        for process in self.functions.values():
+            stop(process)
+        self.functions = {}
         stop(self.postgrest)
         self.postgrest = None
         if self.postgres is not None:

@@ -11,6 +11,7 @@ first), deleting on `*.deleted`.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -18,6 +19,7 @@ from typing import Any
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from ...config import AppConfig
 from .. import register
 from ..base import (
     ChildSet,
@@ -94,7 +96,8 @@ class StripeSettings(BaseModel):
 
 def _settings(app_key: str, config: dict[str, Any]) -> StripeSettings:
     if "api_key_env" not in config:
-        config = {**config, "api_key_env": f"STRIPE_API_KEY_{app_key.upper()}"}
+        default_env = "STRIPE_API_KEY_" + re.sub(r"[^A-Z0-9_]", "_", app_key.upper())
+        config = {**config, "api_key_env": default_env}
     try:
         return StripeSettings.model_validate(config)
     except ValidationError as exc:
@@ -114,7 +117,7 @@ class StripeConnector(Connector):
         sql_files=("views.sql",),
     )
 
-    def __init__(self, app: Any, *, rate_limiter: RateLimiter | None = None) -> None:
+    def __init__(self, app: AppConfig, *, rate_limiter: RateLimiter | None = None) -> None:
         super().__init__(app, rate_limiter=rate_limiter)
         self.settings = _settings(app.app_key, app.config)
         api_key = os.environ.get(self.settings.api_key_env, "")
@@ -133,13 +136,17 @@ class StripeConnector(Connector):
                 },
                 timeout=self.settings.timeout_seconds,
             ),
-            self.rate_limiter,
+            lambda: self.rate_limiter.acquire(),
             RetryPolicy(max_retries=self.settings.max_retries),
         )
 
     @property
     def incremental_horizon(self) -> float:
         return EVENTS_RETENTION_SECONDS
+
+    @property
+    def requests_per_second(self) -> float:
+        return self.settings.requests_per_second
 
     def close(self) -> None:
         self.http.client.close()
