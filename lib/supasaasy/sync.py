@@ -132,6 +132,9 @@ class ResourceSync:
         mode, since = (resumed.mode, None) if resumed else self._choose_mode(task, requested)
         if resumed and mode == "incremental":
             since = self._watermark(task)
+            if since is None:  # its watermark is gone: start over with a full sync
+                log.warning("task %s: no watermark to resume from; full sync", task.id)
+                resumed, mode = None, "full"
         progress = Progress(mode=mode, entity_count=task.entity_count)
         attempt = task.attempts
         log.info(

@@ -25,6 +25,7 @@ def _ports() -> list[str]:
     return [
         "--gateway-port", str(free_port()), "--db-port", str(free_port()),
         "--rest-port", str(free_port()), "--rest-admin-port", str(free_port()),
+        "--localstripe-port", str(free_port()),
     ]  # fmt: skip
 
 
@@ -67,11 +68,16 @@ def test_stopping_the_stack_leaves_no_process_behind(
     children = psutil.Process(process.pid).children(recursive=True)
     names = {child.name() for child in children}
     assert {"postgres", "postgrest"} <= names, names
+    commands = " ".join(" ".join(child.cmdline()) for child in children)
+    for part in ("supasaasy.devstack.gateway", "supasaasy.devstack.localstripe",
+                 "functions/sync/main.py", "functions/worker/main.py",
+                 "functions/job-status/main.py"):  # fmt: skip
+        assert part in commands
     response = httpx.get(
         f"{env['SUPABASE_URL']}/rest/v1/sync_jobs",
         headers={"apikey": env["SUPABASE_SERVICE_ROLE_KEY"], "Accept-Profile": "supasaasy"},
     )
-    assert response.json() == []
+    assert response.status_code == 200 and isinstance(response.json(), list)
 
     process.send_signal(how)
     code = process.wait(timeout=60)

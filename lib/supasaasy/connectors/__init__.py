@@ -49,6 +49,8 @@ def connector_class(app: AppConfig) -> type[Connector]:
 def connector_sql(name: str) -> list[tuple[str, str]]:
     """(file name, SQL text) of each SQL file the named connector ships."""
     cls = _REGISTRY[name]
+    if not cls.metadata.sql_files:
+        return []
     package = resources.files(cls.__module__.rsplit(".", 1)[0]).joinpath("sql")
     return [(f, package.joinpath(f).read_text()) for f in cls.metadata.sql_files]
 
