@@ -76,6 +76,11 @@ class Worker:
                 task = self.db.claim_task(job_id)
                 if task is None:
                     result.shutdown_reason = "no_tasks"
+                    # Idle: a good moment to delete jobs past their retention.
+                    deleted = self.db.cleanup_old_jobs(self.settings.job_retention_days)
+                    if deleted:
+                        log.info("deleted %d job(s) older than %d days", deleted,
+                                 self.settings.job_retention_days)  # fmt: skip
                     break
                 if not self._run_task(task, lambda: self.clock() >= deadline, result):
                     result.shutdown_reason = "time_budget"

@@ -396,3 +396,17 @@ def test_bad_job_status_requests(clients: Clients) -> None:
     assert job_status.post(f"/sync/jobs/{unknown}", headers=AUTH).status_code == 405
     assert job_status.get(f"/sync/jobs/{unknown}/cancel", headers=AUTH).status_code == 405
     assert job_status.delete(f"/sync/jobs/{unknown}", headers=AUTH).status_code == 405
+
+
+def test_an_idle_worker_deletes_jobs_past_their_retention(
+    clients: Clients, pg: Pg, app_key: str
+) -> None:
+    old, recent = start(clients, app_key), None
+    clients["job-status"].post(f"/jobs/{old['job_id']}/cancel", headers=AUTH)
+    pg.execute("update supasaasy.sync_jobs set completed_at = now() - interval '8 days'"
+               " where id = %s", (old["job_id"],))  # fmt: skip
+    recent = start(clients, app_key)
+    clients["job-status"].post(f"/jobs/{recent['job_id']}/cancel", headers=AUTH)
+    assert work(clients, job_id=recent["job_id"])["shutdown_reason"] == "no_tasks"
+    assert clients["job-status"].get(f"/jobs/{old['job_id']}", headers=AUTH).status_code == 404
+    assert clients["job-status"].get(f"/jobs/{recent['job_id']}", headers=AUTH).status_code == 200
