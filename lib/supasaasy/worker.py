@@ -76,11 +76,7 @@ class Worker:
                 task = self.db.claim_task(job_id)
                 if task is None:
                     result.shutdown_reason = "no_tasks"
-                    # Idle: a good moment to delete jobs past their retention.
-                    deleted = self.db.cleanup_old_jobs(self.settings.job_retention_days)
-                    if deleted:
-                        log.info("deleted %d job(s) older than %d days", deleted,
-                                 self.settings.job_retention_days)  # fmt: skip
+                    self._clean_up()
                     break
                 if not self._run_task(task, lambda: self.clock() >= deadline, result):
                     result.shutdown_reason = "time_budget"
@@ -91,6 +87,17 @@ class Worker:
             result.shutdown_reason = "database_unavailable"
         result.duration_ms = int((self.clock() - start) * 1000)
         return result
+
+    def _clean_up(self) -> None:
+        """Idle: a good moment to delete jobs past their retention (never fatal)."""
+        try:
+            deleted = self.db.cleanup_old_jobs(self.settings.job_retention_days)
+        except SupasaasyError as exc:
+            log.warning("job cleanup failed: %s", exc)
+            return
+        if deleted:
+            log.info("deleted %d job(s) past their %d days", deleted,
+                     self.settings.job_retention_days)  # fmt: skip
 
     def _run_task(
         self, task: SyncTask, out_of_time: Callable[[], bool], result: WorkerResult

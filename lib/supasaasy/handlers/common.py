@@ -129,7 +129,7 @@ def read_json_object(request: flask.Request, *, empty_ok: bool = False) -> dict[
         raise HttpError(400, "request body must be a JSON object")
     try:
         body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # RecursionError: nested too deeply
         raise HttpError(400, "request body is not valid JSON") from None
     if not isinstance(body, dict):
         raise HttpError(400, "request body must be a JSON object")

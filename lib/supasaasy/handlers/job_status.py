@@ -91,7 +91,9 @@ def create_job_status_handler(config: Settings, *, runtime: Runtime | None = Non
         require_admin(request, rt)
         job_id, action = job_id_and_action(request)
         if (request.method == "POST") != (action is not None):
-            raise HttpError(405, "use GET for a job's status, POST for /cancel and /retry")
+            error = HttpError(405, "use GET for a job's status, POST for /cancel and /retry")
+            error.headers["Allow"] = "POST, OPTIONS" if action else "GET, OPTIONS"
+            raise error
         include_tasks = request.args.get("include_tasks", "").lower() in ("true", "1")
         try:
             if action == "cancel" and rt.db.cancel_job(job_id) is None:

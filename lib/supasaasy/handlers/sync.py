@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 from typing import Literal
 
@@ -107,7 +108,7 @@ def create_sync_handler(config: Settings, *, runtime: Runtime | None = None) -> 
         wait = rt.db.admit_request(f"sync:{caller_key(request)}", rt.sync_rate_per_minute)
         if wait > 0:
             error = HttpError(429, "too many sync requests; retry later")
-            error.headers["Retry-After"] = str(max(1, int(wait + 0.999)))
+            error.headers["Retry-After"] = str(max(1, math.ceil(wait)))
             raise error
         body = validated(SyncRequest, read_json_object(request))
         app = rt.settings.app(body.app_key)
