@@ -45,7 +45,7 @@ test: setup
 
 lint: setup
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/ruff format --check lib tests
+	$(VENV)/bin/ruff format --check lib tests functions
 
 typecheck: setup
 	$(VENV)/bin/mypy
