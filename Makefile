@@ -16,7 +16,7 @@ else
   POSTGREST_PLATFORM := linux-x64
 endif
 
-.PHONY: setup dev test lint typecheck check clean
+.PHONY: setup dev demo test lint typecheck check clean
 
 setup: $(VENV)/.installed $(POSTGREST)
 
@@ -39,6 +39,10 @@ $(POSTGREST):
 
 dev: setup
 	$(PY) -m supasaasy.devstack
+
+# make demo DEMO_ARGS="--customers 5000 --subscriptions 1000"
+demo: setup
+	$(PY) -m supasaasy.demo $(DEMO_ARGS)
 
 test: setup
 	$(PY) -m pytest

@@ -246,6 +246,18 @@ class Database:
         seconds until one will be."""
         return float(self._rpc("admit_request", {"p_key": key, "p_per_minute": per_minute}))
 
+    def list_jobs(
+        self, app_key: str | None = None, status: str | None = None, limit: int = 20
+    ) -> list[SyncJob]:
+        """The latest jobs, newest first."""
+        query = self.rest.table("sync_jobs").select("*").order("created_at", desc=True)
+        if app_key:
+            query = query.eq("app_key", app_key)
+        if status:
+            query = query.eq("status", status)
+        with _translated():
+            return _models(SyncJob, query.limit(limit).execute().data)
+
     def get_active_job(self, app_key: str) -> SyncJob | None:
         with _translated():
             data = (

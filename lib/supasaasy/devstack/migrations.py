@@ -48,6 +48,11 @@ def apply_migrations(db_url: str, folder: Path) -> list[Migration]:
     """Apply each migration not yet recorded, one transaction each. Returns those applied."""
     applied = []
     with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute(
+            "create schema if not exists supabase_migrations;"
+            " create table if not exists supabase_migrations.schema_migrations"
+            " (version text primary key, name text, statements text[])"
+        )
         done = {
             row[0]
             for row in conn.execute("select version from supabase_migrations.schema_migrations")

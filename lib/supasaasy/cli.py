@@ -1,0 +1,330 @@
+"""The `supasaasy` command line.
+
+URLs and keys come from flags or from the environment the functions use
+(SUPABASE_URL, SUPABASE_SERVICE_ROLE_KEY, ADMIN_API_KEY). Variables missing from the
+environment are read from `.supasaasy/stack.env` when it exists, so commands work
+against `make dev` without any set-up.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from .client import FunctionError, FunctionsClient
+from .config import ConfigFileError, Settings, load_settings
+from .db import Database
+from .errors import SupasaasyError
+
+STACK_ENV = Path(".supasaasy/stack.env")
+DEFAULT_CONFIG = Path("functions/supasaasy.toml")
+
+app = typer.Typer(help="Keep a Postgres copy of your SaaS data: job-based sync.",
+                  no_args_is_help=True, add_completion=False)  # fmt: skip
+jobs_app = typer.Typer(help="List, show, cancel and retry sync jobs.", no_args_is_help=True)
+config_app = typer.Typer(help="Check the configuration.", no_args_is_help=True)
+app.add_typer(jobs_app, name="jobs")
+app.add_typer(config_app, name="config")
+console = Console()
+errors = Console(stderr=True)
+
+
+def _env(name: str) -> str | None:
+    if os.environ.get(name):
+        return os.environ[name]
+    if STACK_ENV.exists():
+        for line in STACK_ENV.read_text().splitlines():
+            key, _, value = line.partition("=")
+            if key == name and value:
+                return value
+    return None
+
+
+def _need(value: str | None, what: str, variable: str) -> str:
+    if not value:
+        errors.print(f"[red]error:[/] {what} is not set: pass the flag or set {variable}")
+        raise typer.Exit(2)
+    return value
+
+
+SupabaseUrl = Annotated[str | None, typer.Option(help="default: $SUPABASE_URL")]
+ServiceKey = Annotated[str | None, typer.Option(help="default: $SUPABASE_SERVICE_ROLE_KEY")]
+AdminKey = Annotated[str | None, typer.Option(help="default: $ADMIN_API_KEY")]
+FunctionsUrl = Annotated[
+    str | None, typer.Option(help="default: $SUPASAASY_FUNCTIONS_URL or $SUPABASE_URL/functions/v1")
+]
+ConfigPath = Annotated[Path | None, typer.Option("--config", help="default: $SUPASAASY_CONFIG "
+                                                 "or functions/supasaasy.toml")]  # fmt: skip
+
+
+def _functions(functions_url: str | None, supabase_url: str | None,
+               admin_key: str | None) -> FunctionsClient:  # fmt: skip
+    url = functions_url or _env("SUPASAASY_FUNCTIONS_URL")
+    if not url:
+        base = _need(supabase_url or _env("SUPABASE_URL"), "the Supabase URL", "SUPABASE_URL")
+        url = f"{base.rstrip('/')}/functions/v1"
+    key = _need(admin_key or _env("ADMIN_API_KEY"), "the admin API key", "ADMIN_API_KEY")
+    return FunctionsClient(url, key)
+
+
+def _database(supabase_url: str | None, service_key: str | None) -> Database:
+    url = _need(supabase_url or _env("SUPABASE_URL"), "the Supabase URL", "SUPABASE_URL")
+    key = _need(service_key or _env("SUPABASE_SERVICE_ROLE_KEY"), "the service-role key",
+                "SUPABASE_SERVICE_ROLE_KEY")  # fmt: skip
+    return Database.connect(url, key)
+
+
+def _settings(path: Path | None) -> Settings:
+    try:
+        return load_settings(path or DEFAULT_CONFIG)
+    except ConfigFileError as exc:
+        errors.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from None
+
+
+def progress_table(status: dict[str, Any]) -> Table:
+    """A job's progress: one row per resource, and the job overall."""
+    table = Table(title=f"job {status['job_id']} ({status['app_key']}, {status['mode']})")
+    for column in ("resource", "status", "entities", "attempts", "error"):
+        table.add_column(column, justify="right" if column in ("entities", "attempts") else "left")
+    colours = {"completed": "green", "failed": "red", "processing": "yellow",
+               "cancelled": "magenta"}  # fmt: skip
+    for task in status.get("tasks", []):
+        colour = colours.get(task["status"], "white")
+        table.add_row(task["resource_type"], f"[{colour}]{task['status']}[/]",
+                      f"{task['entity_count']:,}", str(task["attempts"]),
+                      (task["error_message"] or "")[:60])  # fmt: skip
+    eta = f", about {status['eta_seconds']:.0f} s left" if status.get("eta_seconds") else ""
+    table.caption = (f"{status['status']}: {status['progress_percentage']:.0f}% of "
+                     f"{status['total_tasks']} tasks, {status['processed_entities']:,} entities "
+                     f"finished{eta}")  # fmt: skip
+    return table
+
+
+def follow(client: FunctionsClient, job_id: str, interval: float = 1.0) -> dict[str, Any]:
+    """Show a job's progress live until it ends; return its final status."""
+    with Live(console=console, refresh_per_second=4) as live:
+        final = client.wait(job_id, lambda status: live.update(progress_table(status)), interval)
+    console.print()
+    return final
+
+
+def _fail(exc: SupasaasyError) -> typer.Exit:
+    errors.print(f"[red]error:[/] {exc}")
+    return typer.Exit(1)
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def dev(ctx: typer.Context) -> None:
+    """Run the local stack in the foreground (Postgres, PostgREST, gateway, functions,
+    localstripe, scheduler). Options are those of `python -m supasaasy.devstack`."""
+    from .devstack.__main__ import main as run_stack
+
+    raise typer.Exit(run_stack(ctx.args))
+
+
+@app.command()
+def sync(
+    app_key: Annotated[str, typer.Argument(help="the app to sync")],
+    mode: Annotated[str, typer.Option(help="full or incremental")] = "incremental",
+    resource: Annotated[list[str] | None, typer.Option(help="a resource type (repeatable)")] = None,
+    wait: Annotated[bool, typer.Option(help="follow the job until it ends")] = False,
+    immediate: Annotated[bool, typer.Option(help="run in the request, without a job")] = False,
+    functions_url: FunctionsUrl = None,
+    supabase_url: SupabaseUrl = None,
+    admin_key: AdminKey = None,
+) -> None:
+    """Start a sync job through the sync function; with --wait, follow it. The exit code
+    is 0 when the job (or the immediate sync) completed, 1 otherwise."""
+    if mode not in ("full", "incremental"):
+        errors.print("[red]error:[/] --mode must be full or incremental")
+        raise typer.Exit(2)
+    with _functions(functions_url, supabase_url, admin_key) as client:
+        try:
+            started = client.sync(app_key, mode, resource, immediate)
+        except FunctionError as exc:
+            if exc.status == 409 and wait and exc.body.get("job_id"):
+                console.print(f"{app_key} already has an active job; following it")
+                started = {"job_id": exc.body["job_id"]}
+            else:
+                raise _fail(exc) from None
+        except SupasaasyError as exc:
+            raise _fail(exc) from None
+        if immediate:
+            console.print_json(data=started)
+            raise typer.Exit(0 if started.get("success") else 1)
+        job_id = started["job_id"]
+        console.print(f"job [bold]{job_id}[/] created")
+        if not wait:
+            return
+        try:
+            final = follow(client, job_id)
+        except SupasaasyError as exc:
+            raise _fail(exc) from None
+        console.print(f"job {job_id}: [bold]{final['status']}[/]")
+        raise typer.Exit(0 if final["status"] == "completed" else 1)
+
+
+@jobs_app.command("list")
+def jobs_list(
+    app_key: Annotated[str | None, typer.Option("--app", help="only this app")] = None,
+    status: Annotated[str | None, typer.Option(help="only jobs in this status")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=1000)] = 20,
+    supabase_url: SupabaseUrl = None,
+    service_key: ServiceKey = None,
+) -> None:
+    """The latest jobs, newest first."""
+    try:
+        jobs = _database(supabase_url, service_key).list_jobs(app_key, status, limit)
+    except SupasaasyError as exc:
+        raise _fail(exc) from None
+    table = Table("job", "app", "mode", "status", "tasks", "entities", "created")
+    for job in jobs:
+        done = job.completed_tasks + job.failed_tasks
+        table.add_row(str(job.id), job.app_key, job.mode, job.status,
+                      f"{done}/{job.total_tasks}", f"{job.processed_entities:,}",
+                      job.created_at.isoformat(timespec="seconds"))  # fmt: skip
+    console.print(table)
+
+
+def _job_command(action: str, job_id: str, functions_url: str | None, supabase_url: str | None,
+                 admin_key: str | None) -> None:  # fmt: skip
+    with _functions(functions_url, supabase_url, admin_key) as client:
+        try:
+            status = getattr(client, action)(job_id)
+        except SupasaasyError as exc:
+            raise _fail(exc) from None
+    console.print(progress_table(status))
+
+
+@jobs_app.command("show")
+def jobs_show(job_id: str, functions_url: FunctionsUrl = None, supabase_url: SupabaseUrl = None,
+              admin_key: AdminKey = None) -> None:  # fmt: skip
+    """A job's status and its tasks."""
+    _job_command("job", job_id, functions_url, supabase_url, admin_key)
+
+
+@jobs_app.command("cancel")
+def jobs_cancel(job_id: str, functions_url: FunctionsUrl = None, supabase_url: SupabaseUrl = None,
+                admin_key: AdminKey = None) -> None:  # fmt: skip
+    """Cancel an active job (a running task stops at its next page)."""
+    _job_command("cancel", job_id, functions_url, supabase_url, admin_key)
+
+
+@jobs_app.command("retry")
+def jobs_retry(job_id: str, functions_url: FunctionsUrl = None, supabase_url: SupabaseUrl = None,
+               admin_key: AdminKey = None) -> None:  # fmt: skip
+    """Retry a failed or cancelled job's unfinished tasks."""
+    _job_command("retry", job_id, functions_url, supabase_url, admin_key)
+
+
+@app.command()
+def worker(
+    loop: Annotated[bool, typer.Option(help="keep working, polling for tasks")] = False,
+    job_id: Annotated[str | None, typer.Option(help="only this job's tasks")] = None,
+    max_tasks: Annotated[int | None, typer.Option(min=1)] = None,
+    interval: Annotated[float, typer.Option(help="seconds between polls with --loop")] = 5.0,
+    budget: Annotated[
+        float | None, typer.Option(help="seconds per round (default: config)")
+    ] = None,
+    config: ConfigPath = None,
+    supabase_url: SupabaseUrl = None,
+    service_key: ServiceKey = None,
+) -> None:
+    """Run the worker in this process against the database (for hosts without a
+    function platform)."""
+    from .worker import Worker
+
+    runner = Worker(_database(supabase_url, service_key), _settings(config),
+                    budget_seconds=budget)  # fmt: skip
+    while True:
+        result = runner.run(job_id, max_tasks)
+        console.print(f"{result.tasks_processed} task(s), {len(result.jobs_completed)} job(s) "
+                      f"completed, {result.duration_ms} ms: {result.shutdown_reason}")  # fmt: skip
+        if not loop:
+            raise typer.Exit(0 if result.success else 1)
+        if result.shutdown_reason != "time_budget":
+            time.sleep(interval)
+
+
+@app.command()
+def cleanup(
+    days: Annotated[int | None, typer.Option(min=0, help="retention (default: config)")] = None,
+    config: ConfigPath = None,
+    supabase_url: SupabaseUrl = None,
+    service_key: ServiceKey = None,
+) -> None:
+    """Delete finished jobs older than the retention."""
+    retention = days if days is not None else _settings(config).job_retention_days
+    try:
+        deleted = _database(supabase_url, service_key).cleanup_old_jobs(retention)
+    except SupasaasyError as exc:
+        raise _fail(exc) from None
+    console.print(f"deleted {deleted} job(s) finished more than {retention} day(s) ago")
+
+
+@config_app.command("check")
+def config_check(config: ConfigPath = None) -> None:
+    """Validate the configuration and each app's connector settings (keys present)."""
+    from .connectors import ConfigError, create_connector
+
+    settings = _settings(config)
+    failed = False
+    table = Table("app", "connector", "resources", "check")
+    for app_config in settings.apps:
+        try:
+            connector = create_connector(app_config)
+            connector.close()
+            verdict = "[green]ok[/]"
+        except ConfigError as exc:
+            failed, verdict = True, f"[red]{exc}[/]"
+        resources = ", ".join(app_config.resources or ["all"])
+        table.add_row(app_config.app_key, app_config.connector, resources, verdict)
+    console.print(table)
+    for schedule in settings.sync_schedules:
+        console.print(f"schedule: {schedule.app_key} {schedule.mode} at '{schedule.cron}'")
+    raise typer.Exit(1 if failed else 0)
+
+
+@app.command()
+def migrate(
+    apply: Annotated[bool, typer.Option(help="apply to --db-url instead of printing")] = False,
+    db_url: Annotated[str | None, typer.Option(help="default: $DATABASE_URL")] = None,
+    schedules: Annotated[bool, typer.Option(help="also the pg_cron schedules")] = True,
+    functions_url: FunctionsUrl = None,
+    config: ConfigPath = None,
+) -> None:
+    """Print (or apply) the migrations and, where pg_cron and pg_net exist, the schedules:
+    the worker every minute, each sync schedule, stale-task requeue and daily cleanup."""
+    from .schedules import apply_all, migration_sql, schedule_sql
+
+    settings = _settings(config)
+    url = functions_url or _env("SUPASAASY_FUNCTIONS_URL")
+    if not url and _env("SUPABASE_URL"):
+        url = f"{_env('SUPABASE_URL')}/functions/v1"
+    if not apply:
+        sys.stdout.write(migration_sql())
+        if schedules:
+            sys.stdout.write(
+                schedule_sql(settings, url or "https://<project>.supabase.co/functions/v1")
+            )
+        return
+    database = _need(db_url or _env("DATABASE_URL"), "the database URL", "DATABASE_URL")
+    try:
+        report = apply_all(database, settings, url if schedules else None)
+    except SupasaasyError as exc:
+        raise _fail(exc) from None
+    for line in report:
+        console.print(line)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,112 @@
+"""`supasaasy migrate`: the migrations, and the pg_cron schedules where pg_cron and
+pg_net exist (as on Supabase). Schedules call the functions with the admin key kept
+in Supabase Vault under the name `supasaasy_admin_api_key`; schedules named
+`supasaasy-*` that the configuration no longer has are removed."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import psycopg
+
+from .config import Settings
+from .devstack.migrations import apply_migrations, find_migrations
+from .errors import SupasaasyError
+
+MIGRATIONS = Path("supabase/migrations")
+VAULT_SECRET = "supasaasy_admin_api_key"
+
+
+def migration_sql(folder: Path = MIGRATIONS) -> str:
+    """Every migration, in order, as one script."""
+    parts = [f"-- {m.path.name}\n{m.path.read_text()}\n" for m in find_migrations(folder)]
+    if not parts:
+        raise SupasaasyError(f"no migrations in {folder}: run this from the project folder")
+    return "\n".join(parts)
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _post(url: str, body: dict[str, object]) -> str:
+    """SQL that POSTs `body` to `url` with the admin key from Vault (pg_net)."""
+    return (
+        f"select net.http_post(url := {_literal(url)}, "
+        f"body := {_literal(json.dumps(body))}::jsonb, "
+        "headers := jsonb_build_object('Content-Type', 'application/json', 'Authorization', "
+        f"'Bearer ' || (select decrypted_secret from vault.decrypted_secrets "
+        f"where name = {_literal(VAULT_SECRET)})))"
+    )
+
+
+def schedules(settings: Settings, functions_url: str) -> dict[str, tuple[str, str]]:
+    """name -> (cron, SQL command) of every schedule the configuration asks for."""
+    base = functions_url.rstrip("/")
+    wanted = {
+        "supasaasy-worker": ("* * * * *", _post(f"{base}/worker", {})),
+        "supasaasy-requeue-stale": (
+            "* * * * *",
+            "select supasaasy.requeue_stale_tasks("
+            f"make_interval(secs => {settings.worker.stale_after_seconds}), "
+            f"{settings.worker.max_attempts})",
+        ),
+        "supasaasy-cleanup": (
+            "17 3 * * *", f"select supasaasy.cleanup_old_jobs({settings.job_retention_days})"),
+    }  # fmt: skip
+    for i, schedule in enumerate(settings.sync_schedules):
+        body: dict[str, object] = {"app_key": schedule.app_key, "mode": schedule.mode}
+        if schedule.resource_types:
+            body["resource_types"] = schedule.resource_types
+        name = f"supasaasy-sync-{re.sub(r'[^A-Za-z0-9_-]', '_', schedule.app_key)}-{i}"
+        wanted[name] = (schedule.cron, _post(f"{base}/sync", body))
+    return wanted
+
+
+def schedule_sql(settings: Settings, functions_url: str) -> str:
+    """A script that (re)creates the schedules when pg_cron and pg_net exist."""
+    wanted = schedules(settings, functions_url)
+    names = ", ".join(_literal(name) for name in wanted)
+    calls = "\n".join(
+        f"    perform cron.schedule({_literal(name)}, {_literal(cron)}, {_literal(command)});"
+        for name, (cron, command) in wanted.items()
+    )
+    return f"""
+-- Schedules (pg_cron + pg_net). The admin key is read from Vault:
+--   select vault.create_secret('<ADMIN_API_KEY>', '{VAULT_SECRET}');
+do $schedules$
+begin
+    if not exists (select from pg_extension where extname = 'pg_cron')
+       or not exists (select from pg_extension where extname = 'pg_net') then
+        raise notice 'pg_cron or pg_net is not installed: no schedules created';
+        return;
+    end if;
+    perform cron.unschedule(jobname) from cron.job
+     where jobname like 'supasaasy-%' and jobname not in ({names});
+{calls}
+end
+$schedules$;
+"""
+
+
+def apply_all(db_url: str, settings: Settings, functions_url: str | None,
+              folder: Path = MIGRATIONS) -> list[str]:  # fmt: skip
+    """Apply pending migrations, then the schedules. Returns what was done, line by line."""
+    try:
+        applied = apply_migrations(db_url, folder)
+        report = [f"applied {m.path.name}" for m in applied] or ["migrations: up to date"]
+        if functions_url is None:
+            return report
+        with psycopg.connect(db_url, autocommit=True) as conn:
+            found = conn.execute(
+                "select extname from pg_extension where extname in ('pg_cron', 'pg_net')"
+            )
+            has = {row[0] for row in found}
+            if has != {"pg_cron", "pg_net"}:
+                return [*report, "schedules: skipped (pg_cron and pg_net are not both installed)"]
+            conn.execute(schedule_sql(settings, functions_url).encode())
+        return [*report, f"schedules: {', '.join(schedules(settings, functions_url))}"]
+    except psycopg.Error as exc:
+        raise SupasaasyError(f"cannot apply to the database: {exc}") from None
