@@ -144,7 +144,7 @@ def run(args: argparse.Namespace, project: Path, state: Path) -> None:
 
         step(7, "Checking that the changes arrived")
         with psycopg.connect(info.database_url) as conn:
-            names = dict(conn.execute(
+            names: dict[str, str | None] = dict(conn.execute(
                 "select external_id, raw_payload->>'name' from supasaasy.entities"
                 " where app_key = %s and external_id = any(%s)", (APP, [*renamed, *deleted]),
             ).fetchall())  # fmt: skip
