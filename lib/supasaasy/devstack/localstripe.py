@@ -30,6 +30,7 @@ Patches applied by `apply_patches()` (each is small; the code says why):
   as `items[i][plan]`. Subscription items show `subscription` and `price`, and
   `GET /v1/subscription_items?subscription=sub_...` lists that subscription's items.
 - Updating a subscription's `metadata` works (localstripe accepted and dropped it).
+- `POST /_config/faults` injects error answers (5xx, 429 with Retry-After) for tests.
 
 Differences from real Stripe that remain (a sync must not rely on them):
 
@@ -360,8 +361,47 @@ def apply_patches() -> Any:
     r.SubscriptionItem.subscription = property(lambda self: self._subscription)
     r.SubscriptionItem.price = property(lambda self: Price(self.plan))
 
+    _add_faults(server.app)
     _app = server.app
     return _app
+
+
+def _add_faults(app: Any) -> None:
+    """`POST /_config/faults` {path_prefix, status, count?, retry_after?} makes the next
+    `count` requests (all when absent) under that path answer `status`, as Stripe would
+    in an outage or when rate limiting; `DELETE /_config/faults` clears them. For
+    tests of retries and failures."""
+    from aiohttp import web
+
+    faults: list[dict[str, Any]] = []
+
+    @web.middleware
+    async def inject(request: web.Request, handler: Any) -> Any:
+        for fault in faults:
+            if request.path.startswith(fault["path_prefix"]) and fault.get("count", 1) > 0:
+                if "count" in fault:
+                    fault["count"] -= 1
+                headers = (
+                    {"Retry-After": str(fault["retry_after"])} if "retry_after" in fault else {}
+                )
+                body = {"error": {"type": "api_error", "message": f"injected {fault['status']}"}}
+                return web.json_response(body, status=fault["status"], headers=headers)
+        return await handler(request)
+
+    async def add(request: web.Request) -> web.Response:
+        fault = await request.json()
+        if not isinstance(fault, dict) or not {"path_prefix", "status"} <= fault.keys():
+            return web.json_response({"error": "path_prefix and status are required"}, status=400)
+        faults.append(fault)
+        return web.json_response(fault)
+
+    async def clear(request: web.Request) -> web.Response:
+        faults.clear()
+        return web.json_response({})
+
+    app.middlewares.insert(0, inject)
+    app.router.add_post("/_config/faults", add)
+    app.router.add_delete("/_config/faults", clear)
 
 
 def _checked_item(item: Any, r: Any, user_error: Any) -> dict[str, Any]:

@@ -226,11 +226,11 @@ class LocalStack:
         gateway = f"http://127.0.0.1:{s.gateway_port}"
         env = {
             **os.environ,
-            **s.function_env,
             "SUPABASE_URL": gateway,
             "SUPABASE_SERVICE_ROLE_KEY": sign_role_key(secret, "service_role"),
             "ADMIN_API_KEY": s.admin_key or "",
             "SUPASAASY_WORKER_URL": f"{gateway}/functions/v1/worker",
+            **s.function_env,
         }
         routes = {}
         for name, target in FUNCTIONS.items():
