@@ -38,7 +38,7 @@ $(POSTGREST):
 	@$@ --version
 
 dev: setup
-	$(PY) -m supasaasy.devstack
+	$(VENV)/bin/supasaasy dev
 
 # make demo DEMO_ARGS="--customers 5000 --subscriptions 1000"
 demo: setup
