@@ -125,11 +125,17 @@ class Database:
 
     @classmethod
     def connect(cls, supabase_url: str, service_role_key: str) -> Database:
-        """A Database for a Supabase project (or the local stack) and its service-role key."""
-        from supabase import ClientOptions, create_client
+        """A Database for a Supabase project (or the local stack) and its service-role key.
 
-        client = create_client(supabase_url, service_role_key, options=ClientOptions(schema=SCHEMA))
-        return cls(client.postgrest)
+        Uses the Supabase client's PostgREST part alone: importing and building the whole
+        `supabase` client costs a function's cold start 0.1-0.2 s for parts it never uses.
+        """
+        rest = SyncPostgrestClient(
+            f"{supabase_url.rstrip('/')}/rest/v1",
+            schema=SCHEMA,
+            headers={"apikey": service_role_key, "Authorization": f"Bearer {service_role_key}"},
+        )
+        return cls(rest)
 
     @classmethod
     def from_supabase(cls, client: Any) -> Database:

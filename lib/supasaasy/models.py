@@ -43,6 +43,7 @@ class SyncTask(_Row):
     status: TaskStatusName
     entity_count: int
     cursor: str | None = None
+    batch_seq: int = 0
     attempts: int
     last_heartbeat: datetime | None = None
     created_at: datetime
@@ -115,6 +116,7 @@ class WriteBatch(TypedDict):
 
     task_id: str
     attempt: int
+    seq: NotRequired[int]
     cursor: str | None
     entity_count: int
     mode: SyncMode

@@ -15,7 +15,9 @@ import logging
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -23,13 +25,22 @@ from typing import Any, Literal
 from .connectors import Connector, Deletion, Page, RateLimiter
 from .db import Database
 from .errors import TaskLostError
-from .models import BatchDeletion, BatchRow, FinishTask, SyncMode, SyncTask, WriteBatch
+from .models import (
+    BatchCounts,
+    BatchDeletion,
+    BatchRow,
+    FinishTask,
+    SyncMode,
+    SyncTask,
+    WriteBatch,
+)
 
 log = logging.getLogger("supasaasy.sync")
 
 BATCH_ROWS = 1000  # rows per write call: 500-1,000 was 1.5-2x faster than 100
 BATCH_SECONDS = 5.0  # a slow provider still checkpoints (and heartbeats) this often
 PREFETCH_PAGES = 8
+WRITERS = 2  # batches in flight at once: the database works on one while the next is sent
 
 
 @dataclass
@@ -119,6 +130,7 @@ class ResourceSync:
     batch_rows: int = BATCH_ROWS
     batch_seconds: float = BATCH_SECONDS
     prefetch_pages: int = PREFETCH_PAGES
+    writers: int = WRITERS
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
 
     def run(
@@ -215,10 +227,16 @@ class ResourceSync:
         """Write every page in batches; (stopped early, the cursor committed last)."""
         rows: dict[tuple[str, str], BatchRow] = {}
         batch = self._new_batch(task, attempt, mode)
-        pending: TaskCursor | None = None  # cursor of the last page not yet written
-        committed = task.cursor
+        pending: TaskCursor | None = None  # cursor of the last page not yet sent
+        sent = task.cursor
+        seq = task.batch_seq
         last_write = time.monotonic()
-        with _Prefetch(pages, self.prefetch_pages, idle_after=self.batch_seconds) as fetched:
+        # Incremental batches go one at a time: their order carries meaning.
+        depth = self.writers if mode == "full" else 1
+        with (
+            _Prefetch(pages, self.prefetch_pages, idle_after=self.batch_seconds) as fetched,
+            _Writer(self.db, progress, depth) as writer,
+        ):
             for page in fetched:  # None: no page came for a while
                 if page is not None:
                     progress.pages += 1
@@ -231,8 +249,9 @@ class ResourceSync:
                     or time.monotonic() - last_write >= self.batch_seconds
                 )
                 if pending is not None and (stop or due or pending.done):
-                    self._flush(batch, rows, pending, progress)
-                    committed, pending = pending.encode(), None
+                    seq += 1
+                    writer.send(self._finish_batch(batch, rows, pending, progress, seq))
+                    sent, pending = pending.encode(), None
                     batch, rows, last_write = (
                         self._new_batch(task, attempt, mode),
                         {},
@@ -243,8 +262,10 @@ class ResourceSync:
                         raise TaskLostError(f"task {task.id} was taken back while waiting")
                     last_write = time.monotonic()
                 if stop and (page is None or page.cursor is not None):
-                    return True, committed
-        return False, committed
+                    writer.drain()
+                    return True, sent
+            writer.drain()
+        return False, sent
 
     def _new_batch(self, task: SyncTask, attempt: int, mode: SyncMode) -> WriteBatch:
         return {
@@ -288,25 +309,71 @@ class ResourceSync:
             for c in page.child_sets
         )
 
-    def _flush(
+    def _finish_batch(
         self,
         batch: WriteBatch,
         rows: dict[tuple[str, str], BatchRow],
         cursor: TaskCursor,
         progress: Progress,
-    ) -> None:
-        batch["rows"] = list(rows.values())
+        seq: int,
+    ) -> WriteBatch:
+        # In key order, so that batches written side by side lock rows in one order.
+        batch["rows"] = [rows[key] for key in sorted(rows)]
+        batch["seq"] = seq
         batch["cursor"] = cursor.encode()
         batch["entity_count"] = progress.entity_count
         # Whole seconds, as providers stamp their events: an event from the same second
         # as this fetch may be newer than what the fetch saw, so it must still apply.
         batch["observed_at"] = self.clock().replace(microsecond=0).isoformat()
-        counts = self.db.write_batch(batch)
-        progress.batches += 1
-        progress.created += counts.created
-        progress.updated += counts.updated
-        progress.unchanged += counts.unchanged
-        progress.deleted += counts.deleted
+        return batch
+
+
+class _Writer:
+    """Sends batches with up to `depth` in flight, and counts their results in order.
+
+    The database moves the task's checkpoint only over batches that are all committed,
+    so batches may commit in any order.
+    """
+
+    def __init__(self, db: Database, progress: Progress, depth: int) -> None:
+        self.db = db
+        self.progress = progress
+        self.depth = depth
+        self.pool = ThreadPoolExecutor(depth, "supasaasy-writer") if depth > 1 else None
+        self.in_flight: deque[Future[BatchCounts]] = deque()
+
+    def __enter__(self) -> _Writer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True)  # nothing is left writing behind our back
+
+    def send(self, batch: WriteBatch) -> None:
+        if self.pool is None:
+            self._count(self.db.write_batch(batch))
+            return
+        while len(self.in_flight) >= self.depth:
+            self._count(self.in_flight.popleft().result())
+        self.in_flight.append(self.pool.submit(self.db.write_batch, batch))
+
+    def drain(self) -> None:
+        """Wait for every batch in flight; raise the first failure."""
+        failure: BaseException | None = None
+        while self.in_flight:
+            try:
+                self._count(self.in_flight.popleft().result())
+            except BaseException as exc:
+                failure = failure or exc
+        if failure is not None:
+            raise failure
+
+    def _count(self, counts: BatchCounts) -> None:
+        self.progress.batches += 1
+        self.progress.created += counts.created
+        self.progress.updated += counts.updated
+        self.progress.unchanged += counts.unchanged
+        self.progress.deleted += counts.deleted
 
 
 def _deletion(deletion: Deletion) -> BatchDeletion:

@@ -230,3 +230,48 @@ def test_rate_allowance_is_shared_by_concurrent_workers(db: Database, app_key: s
         assert i * chunk <= burst + rate * (at + slack), (i, at)
     total = workers * chunks_each * chunk
     assert max(granted) >= (total - burst) / rate - slack
+
+
+def test_the_checkpoint_only_moves_over_batches_committed_without_a_gap(
+    db: Database, pg: Pg, app_key: str
+) -> None:
+    task = claimed(db, app_key)
+
+    def checkpoint() -> tuple[object, ...]:
+        row = pg.execute("select batch_seq, cursor, entity_count from supasaasy.sync_job_tasks"
+                         " where id = %s", (task.id,)).fetchone()  # fmt: skip
+        assert row is not None
+        return tuple(row)
+
+    db.write_batch(batch(task, [row(3)], seq=2, cursor="after-2", entity_count=2))
+    assert checkpoint() == (0, None, 0)  # batch 1 is not committed yet: no move
+    assert set(stored(pg, app_key)) == {"cus_3"}  # its rows are, and replay safely
+    db.write_batch(batch(task, [row(5)], seq=3, cursor="after-3", entity_count=3))
+    db.write_batch(batch(task, [row(1)], seq=1, cursor="after-1", entity_count=1))
+    assert checkpoint() == (3, "after-3", 3)  # 1 closes the gap: over 1, 2 and 3
+
+    # A worker that took the task over starts after the committed checkpoint; what a
+    # previous claim left pending is not taken for its own.
+    db.write_batch(batch(task, [row(9)], seq=5, cursor="stale-5", entity_count=5))
+    db.release_task(task.id)
+    again = db.claim_task(task.job_id)
+    assert again is not None and (again.batch_seq, again.cursor) == (3, "after-3")
+    db.write_batch(batch(again, [row(7)], seq=4, cursor="after-4", entity_count=4))
+    assert checkpoint() == (4, "after-4", 4)
+    db.write_batch(batch(again, [row(8)], seq=5, cursor="after-5", entity_count=5))
+    assert checkpoint() == (5, "after-5", 5)
+
+
+def test_batches_written_side_by_side_lose_nothing(db: Database, pg: Pg, app_key: str) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    task = claimed(db, app_key)
+    bodies = [batch(task, [row(n) for n in range(k * 100, k * 100 + 100)], seq=k + 1,
+                    cursor=f"after-{k + 1}", entity_count=(k + 1) * 100)
+              for k in range(20)]  # fmt: skip
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(db.write_batch, bodies))
+    assert sum(r.created for r in results) == 2000
+    saved = db.get_job_status(task.job_id).tasks[0]
+    assert (saved.batch_seq, saved.cursor, saved.entity_count) == (20, "after-20", 2000)
+    assert len(stored(pg, app_key)) == 2000
