@@ -16,7 +16,7 @@ else
   POSTGREST_PLATFORM := linux-x64
 endif
 
-.PHONY: setup dev demo test lint typecheck check clean
+.PHONY: setup dev demo test bench lint typecheck check clean
 
 setup: $(VENV)/.installed $(POSTGREST)
 
@@ -44,12 +44,16 @@ dev: setup
 demo: setup
 	$(PY) -m supasaasy.demo $(DEMO_ARGS)
 
+# Not part of the tests: prints one table and writes bench/results/latest.json.
+bench: setup
+	$(PY) bench/run.py $(BENCH_ARGS)
+
 test: setup
 	$(PY) -m pytest
 
 lint: setup
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/ruff format --check lib tests functions
+	$(VENV)/bin/ruff format --check lib tests functions bench
 
 typecheck: setup
 	$(VENV)/bin/mypy
