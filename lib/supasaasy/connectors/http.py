@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import orjson
 
 from .base import ProviderError
 
@@ -82,8 +83,8 @@ class ProviderClient:
 
     def _json(self, path: str, response: httpx.Response) -> dict[str, Any]:
         try:
-            body = response.json()
-        except ValueError:
+            body = orjson.loads(response.content)  # pages are large: orjson is 3x faster
+        except orjson.JSONDecodeError:
             raise ProviderError(
                 f"{self.name} GET {path} returned a body that is not JSON"
             ) from None
