@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import queue
 import threading
 import time
@@ -39,7 +40,7 @@ log = logging.getLogger("supasaasy.sync")
 
 BATCH_ROWS = 1000  # rows per write call: 500-1,000 was 1.5-2x faster than 100
 BATCH_SECONDS = 5.0  # a slow provider still checkpoints (and heartbeats) this often
-PREFETCH_PAGES = 8
+PREFETCH_PAGES = 4
 WRITERS = 2  # batches in flight at once: the database works on one while the next is sent
 
 
@@ -108,7 +109,8 @@ class SharedRateLimiter(RateLimiter):
         self.db = db
         self.key = key
         self.per_second = per_second
-        self.chunk = chunk or max(1, int(per_second // 5))
+        # A second's worth at a time: one round trip per second of requests at most.
+        self.chunk = chunk or max(1, math.ceil(per_second))
         self.sleep = sleep
         self.left = 0
 

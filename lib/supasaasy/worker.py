@@ -19,7 +19,7 @@ from .config import Settings
 from .connectors import create_connector
 from .db import Database
 from .errors import DatabaseUnavailableError, SupasaasyError, TaskLostError
-from .models import SyncTask
+from .models import SyncJob, SyncTask
 from .sync import ResourceSync, SharedRateLimiter
 
 log = logging.getLogger("supasaasy.worker")
@@ -54,6 +54,7 @@ class Worker:
         self.settings = settings
         self.budget = budget_seconds or settings.worker.time_budget_seconds
         self.clock = clock
+        self.jobs: dict[UUID, SyncJob] = {}
 
     def run(self, job_id: UUID | str | None = None, max_tasks: int | None = None) -> WorkerResult:
         start = self.clock()
@@ -103,7 +104,8 @@ class Worker:
         self, task: SyncTask, out_of_time: Callable[[], bool], result: WorkerResult
     ) -> bool:
         """Run one claimed task. False when it was released because time ran out."""
-        job = self.db.get_job(task.job_id)
+        job = self.jobs.get(task.job_id) or self.db.get_job(task.job_id)
+        self.jobs[task.job_id] = job  # a job's app and mode never change
         app = self.settings.app(job.app_key)
         connector = None
         try:
