@@ -433,6 +433,13 @@ class Database:
             )
         )
 
+    def return_rate_allowance(self, key: str, per_second: float, requests: int) -> None:
+        """Give back reserved requests that were not made."""
+        self._rpc(
+            "return_rate_allowance",
+            {"p_key": key, "p_per_second": per_second, "p_requests": requests},
+        )
+
     # -- entities and sync state ---------------------------------------------
 
     def upsert_entities(self, entities: Sequence[Entity]) -> int:

@@ -41,6 +41,7 @@ log = logging.getLogger("supasaasy.sync")
 BATCH_ROWS = 1000  # rows per write call: 500-1,000 was 1.5-2x faster than 100
 BATCH_SECONDS = 5.0  # a slow provider still checkpoints (and heartbeats) this often
 PREFETCH_PAGES = 4
+MAX_CHUNK = 100  # provider requests reserved per round trip to the shared rate
 WRITERS = 2  # batches in flight at once: the database works on one while the next is sent
 
 
@@ -109,8 +110,8 @@ class SharedRateLimiter(RateLimiter):
         self.db = db
         self.key = key
         self.per_second = per_second
-        # A second's worth at a time: one round trip per second of requests at most.
-        self.chunk = chunk or max(1, math.ceil(per_second))
+        # Up to a second's worth at a time (what is left is given back at the end).
+        self.chunk = chunk or max(1, min(math.ceil(per_second), MAX_CHUNK))
         self.sleep = sleep
         self.left = 0
 
@@ -121,6 +122,11 @@ class SharedRateLimiter(RateLimiter):
                 self.sleep(wait)
             self.left = self.chunk
         self.left -= 1
+
+    def close(self) -> None:
+        if self.left:
+            self.db.return_rate_allowance(self.key, self.per_second, self.left)
+            self.left = 0
 
 
 @dataclass

@@ -134,6 +134,7 @@ class Worker:
             return True
         finally:
             if connector is not None:
+                connector.rate_limiter.close()
                 connector.close()
         if not outcome.finished:
             self.db.release_task(task.id, outcome.cursor, outcome.progress.entity_count)

@@ -335,3 +335,21 @@ grant execute on function
     supasaasy.finish_task(jsonb),
     supasaasy.take_rate_allowance(text, double precision, integer, integer)
     to service_role;
+
+-- Gives back requests reserved with take_rate_allowance but not made (a task that
+-- ended early), so that other workers need not wait for them.
+create function supasaasy.return_rate_allowance(
+    p_key text,
+    p_per_second double precision,
+    p_requests integer
+) returns void
+language sql as $$
+    update supasaasy.rate_limits
+       set tat = greatest(clock_timestamp(), tat - make_interval(secs => p_requests / p_per_second))
+     where key = p_key and p_per_second > 0 and p_requests > 0;
+$$;
+
+revoke execute on function supasaasy.return_rate_allowance(text, double precision, integer)
+    from public, anon, authenticated;
+grant execute on function supasaasy.return_rate_allowance(text, double precision, integer)
+    to service_role;

@@ -275,3 +275,13 @@ def test_batches_written_side_by_side_lose_nothing(db: Database, pg: Pg, app_key
     saved = db.get_job_status(task.job_id).tasks[0]
     assert (saved.batch_seq, saved.cursor, saved.entity_count) == (20, "after-20", 2000)
     assert len(stored(pg, app_key)) == 2000
+
+
+def test_unused_allowance_given_back_frees_the_rate_for_others(
+    db: Database, app_key: str
+) -> None:
+    assert db.take_rate_allowance(app_key, 10, 10) == 0  # within the burst
+    assert db.take_rate_allowance(app_key, 10, 10) > 0.8  # a second later
+    db.return_rate_allowance(app_key, 10, 10)
+    db.return_rate_allowance(app_key, 10, 10)
+    assert db.take_rate_allowance(app_key, 10, 10) == 0

@@ -36,6 +36,7 @@ FUNCTIONS = (
     "write_batch(jsonb)",
     "finish_task(jsonb)",
     "take_rate_allowance(text,double precision,integer,integer)",
+    "return_rate_allowance(text,double precision,integer)",
 )
 
 Pg = psycopg.Connection[tuple[object, ...]]

@@ -13,11 +13,15 @@ class Allowance:
 
     def __init__(self, waits: list[float]) -> None:
         self.calls: list[tuple[str, float, int]] = []
+        self.returned: list[int] = []
         self.waits = waits
 
     def take_rate_allowance(self, key: str, per_second: float, requests: int) -> float:
         self.calls.append((key, per_second, requests))
         return self.waits.pop(0) if self.waits else 0.0
+
+    def return_rate_allowance(self, key: str, per_second: float, requests: int) -> None:
+        self.returned.append(requests)
 
 
 def limiter(db: Any, **kwargs: Any) -> tuple[SharedRateLimiter, list[float]]:
@@ -44,3 +48,13 @@ def test_the_caller_waits_what_the_database_says() -> None:
         made.acquire()
     assert len(db.calls) == 3
     assert slept == [0.4]
+
+
+def test_what_is_left_is_given_back() -> None:
+    db = Allowance([])
+    made, _ = limiter(db)
+    for _ in range(30):
+        made.acquire()
+    made.close()
+    made.close()
+    assert db.returned == [20]  # 2 chunks of 25 taken, 30 used

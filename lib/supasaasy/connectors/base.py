@@ -111,6 +111,9 @@ class RateLimiter(ABC):
     @abstractmethod
     def acquire(self) -> None: ...
 
+    def close(self) -> None:  # noqa: B027  (optional hook)
+        """Give back what was reserved and not used."""
+
 
 class Unlimited(RateLimiter):
     def acquire(self) -> None:
