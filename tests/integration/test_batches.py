@@ -277,9 +277,7 @@ def test_batches_written_side_by_side_lose_nothing(db: Database, pg: Pg, app_key
     assert len(stored(pg, app_key)) == 2000
 
 
-def test_unused_allowance_given_back_frees_the_rate_for_others(
-    db: Database, app_key: str
-) -> None:
+def test_unused_allowance_given_back_frees_the_rate_for_others(db: Database, app_key: str) -> None:
     assert db.take_rate_allowance(app_key, 10, 10) == 0  # within the burst
     assert db.take_rate_allowance(app_key, 10, 10) > 0.8  # a second later
     db.return_rate_allowance(app_key, 10, 10)

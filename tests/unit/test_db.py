@@ -14,9 +14,11 @@ from typing import Any
 from uuid import UUID
 
 import httpx
+import postgrest_rows
 import pytest
 import respx
 from postgrest import APIError
+from postgrest_rows import CREATED_AT, JOB_ID, TASK_ID
 
 from supasaasy.db import Database, translate
 from supasaasy.errors import (
@@ -34,13 +36,10 @@ SUPABASE_URL = "http://rest.test"
 REST_URL = f"{SUPABASE_URL}/rest/v1"
 SERVICE_KEY = "service-key"
 
-JOB_ID = "0b5f8a0e-3c1c-4c56-9d1a-5e2f3a4b6c7d"
 OTHER_JOB_ID = "7d1e2f3a-4b5c-4d6e-8f90-a1b2c3d4e5f6"
-TASK_ID = "c0ffee00-1234-4abc-8def-0123456789ab"
 TASK_ID_2 = "c0ffee00-1234-4abc-8def-0123456789ac"
 TASK_ID_3 = "c0ffee00-1234-4abc-8def-0123456789ad"
 
-CREATED_AT = "2026-11-29T10:15:30.123456+00:00"
 STARTED_AT = "2026-11-29T10:15:31.5+00:00"
 COMPLETED_AT = "2026-11-29T10:20:02.000001+00:00"
 
@@ -51,43 +50,11 @@ INVALID_UUIDS = ["not-a-uuid", "1; drop table x", "", "0b5f8a0e-3c1c-4c56-9d1a"]
 
 
 def job_row(**overrides: Any) -> dict[str, Any]:
-    row: dict[str, Any] = {
-        "id": JOB_ID,
-        "app_key": "stripe",
-        "mode": "incremental",
-        "resource_types": ["customers", "invoices"],
-        "status": "pending",
-        "total_tasks": 2,
-        "completed_tasks": 0,
-        "failed_tasks": 0,
-        "processed_entities": 0,
-        "created_at": CREATED_AT,
-        "started_at": None,
-        "completed_at": None,
-        "error_message": None,
-    }
-    row.update(overrides)
-    return row
+    return postgrest_rows.job_row(**overrides)
 
 
 def task_row(**overrides: Any) -> dict[str, Any]:
-    row: dict[str, Any] = {
-        "id": TASK_ID,
-        "job_id": JOB_ID,
-        "resource_type": "customers",
-        "position": 1,
-        "status": "pending",
-        "entity_count": 0,
-        "cursor": None,
-        "attempts": 0,
-        "last_heartbeat": None,
-        "created_at": CREATED_AT,
-        "started_at": None,
-        "completed_at": None,
-        "error_message": None,
-    }
-    row.update(overrides)
-    return row
+    return postgrest_rows.task_row(**overrides)
 
 
 def pg_error(code: str | None, message: str, details: Any = None, hint: Any = None) -> dict:

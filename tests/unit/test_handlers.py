@@ -21,9 +21,11 @@ from typing import Any
 
 import functions_framework
 import httpx
+import postgrest_rows
 import pytest
 import respx
 from flask.testing import FlaskClient
+from postgrest_rows import CREATED_AT, JOB_ID, TASK_ID
 from werkzeug.test import TestResponse
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -49,13 +51,10 @@ config = { api_key_env = "BILLING_KEY", api_base = "http://stripe.test" }
 STRIPE_TASK_RESOURCES = ["customer", "product", "price", "plan", "subscription"]
 STRIPE_RESOURCES = ", ".join([*STRIPE_TASK_RESOURCES, "subscription_item"])
 
-JOB_ID = "0b5f8a0e-3c1c-4c56-9d1a-5e2f3a4b6c7d"
 OTHER_JOB_ID = "7d1e2f3a-4b5c-4d6e-8f90-a1b2c3d4e5f6"
-TASK_ID = "c0ffee00-1234-4abc-8def-0123456789ab"
 TASK_ID_2 = "c0ffee00-1234-4abc-8def-0123456789ac"
 TASK_ID_3 = "c0ffee00-1234-4abc-8def-0123456789ad"
 
-CREATED_AT = "2026-11-29T10:15:30.123456+00:00"
 STARTED_AT = "2026-11-29T10:15:31.500000+00:00"
 COMPLETED_AT = "2026-11-29T10:20:02.000001+00:00"
 
@@ -74,43 +73,23 @@ SOURCES = {"sync": "sync", "worker": "worker", "job_status": "job-status"}
 
 
 def job_row(**overrides: Any) -> dict[str, Any]:
-    row: dict[str, Any] = {
-        "id": JOB_ID,
+    defaults = {
         "app_key": "billing",
-        "mode": "incremental",
         "resource_types": list(STRIPE_TASK_RESOURCES),
-        "status": "pending",
         "total_tasks": len(STRIPE_TASK_RESOURCES),
-        "completed_tasks": 0,
-        "failed_tasks": 0,
-        "processed_entities": 0,
-        "created_at": CREATED_AT,
-        "started_at": None,
-        "completed_at": None,
-        "error_message": None,
     }
-    row.update(overrides)
-    return row
+    return postgrest_rows.job_row(**(defaults | overrides))
 
 
 def task_row(**overrides: Any) -> dict[str, Any]:
-    row: dict[str, Any] = {
-        "id": TASK_ID,
-        "job_id": JOB_ID,
-        "resource_type": "customer",
-        "position": 1,
-        "status": "pending",
-        "entity_count": 0,
-        "cursor": None,
-        "attempts": 0,
-        "last_heartbeat": None,
-        "created_at": CREATED_AT,
-        "started_at": None,
-        "completed_at": None,
-        "error_message": None,
-    }
-    row.update(overrides)
-    return row
+    return postgrest_rows.task_row(
+        **(
+            {
+                "resource_type": "customer",
+            }
+            | overrides
+        )
+    )
 
 
 def status_row(tasks: list[dict[str, Any]] | None = None, **overrides: Any) -> dict[str, Any]:
