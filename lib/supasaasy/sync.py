@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Literal
 
 from .connectors import Connector, Deletion, Page, RateLimiter
 from .db import Database
@@ -31,6 +31,7 @@ from .models import (
     BatchDeletion,
     BatchRow,
     FinishTask,
+    SyncJob,
     SyncMode,
     SyncTask,
     WriteBatch,
@@ -66,7 +67,7 @@ class SyncOutcome:
     finished: bool
     progress: Progress
     cursor: str | None = None
-    job: Any = None
+    job: SyncJob | None = None
 
 
 @dataclass(frozen=True)
@@ -198,7 +199,7 @@ class ResourceSync:
         progress.deleted += finished.deleted
         if mode == "full":
             log.info(
-                "%s %s: %d rows deleted upstream removed",
+                "%s %s: removed %d rows deleted upstream",
                 self.connector.app.app_key,
                 task.resource_type,
                 finished.deleted,
