@@ -105,6 +105,7 @@ class LocalStack:
         self.gateway: subprocess.Popen[bytes] | None = None
         self.functions: dict[str, subprocess.Popen[bytes]] = {}
         self.info: StackInfo | None = None
+        self._postgrest_env: dict[str, str] = {}
 
     def __enter__(self) -> StackInfo:
         return self.start()
@@ -158,29 +159,20 @@ class LocalStack:
             bootstrap(db_url, authenticator_password=None)
         apply_migrations(db_url, s.migrations_dir)
 
-        self.postgrest = spawn(
-            [s.postgrest_bin],
-            log=self.logs / "postgrest.log",
-            env={
-                "PGRST_DB_URI": rest_db_url,
-                "PGRST_DB_SCHEMAS": "public,supasaasy",
-                "PGRST_DB_EXTRA_SEARCH_PATH": "public,extensions",
-                "PGRST_DB_ANON_ROLE": "anon",
-                "PGRST_DB_MAX_ROWS": "1000",
-                "PGRST_DB_POOL": "20",
-                "PGRST_JWT_SECRET": secret,
-                "PGRST_SERVER_HOST": "127.0.0.1",
-                "PGRST_SERVER_PORT": str(s.rest_port),
-                "PGRST_ADMIN_SERVER_PORT": str(s.rest_admin_port),
-                "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            },
-        )
-        wait_until(
-            lambda: _http_ok(f"http://127.0.0.1:{s.rest_admin_port}/ready"),
-            what="PostgREST",
-            process=self.postgrest,
-            log=self.logs / "postgrest.log",
-        )
+        self._postgrest_env = {
+            "PGRST_DB_URI": rest_db_url,
+            "PGRST_DB_SCHEMAS": "public,supasaasy",
+            "PGRST_DB_EXTRA_SEARCH_PATH": "public,extensions",
+            "PGRST_DB_ANON_ROLE": "anon",
+            "PGRST_DB_MAX_ROWS": "1000",
+            "PGRST_DB_POOL": "20",
+            "PGRST_JWT_SECRET": secret,
+            "PGRST_SERVER_HOST": "127.0.0.1",
+            "PGRST_SERVER_PORT": str(s.rest_port),
+            "PGRST_ADMIN_SERVER_PORT": str(s.rest_admin_port),
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        }
+        self.start_postgrest()
 
         gateway_args = [
             sys.executable,
@@ -220,6 +212,23 @@ class LocalStack:
         env_file.write_text("".join(f"{k}={v}\n" for k, v in self.info.env().items()))
         env_file.chmod(0o600)
         return self.info
+
+    def start_postgrest(self) -> None:
+        """Start PostgREST (again, after stop_postgrest) and wait until it is ready."""
+        s = self.settings
+        self.postgrest = spawn([s.postgrest_bin], log=self.logs / "postgrest.log",
+                               env=self._postgrest_env)  # fmt: skip
+        wait_until(
+            lambda: _http_ok(f"http://127.0.0.1:{s.rest_admin_port}/ready"),
+            what="PostgREST",
+            process=self.postgrest,
+            log=self.logs / "postgrest.log",
+        )
+
+    def stop_postgrest(self) -> None:
+        """Stop PostgREST alone (an outage, for reliability tests)."""
+        stop(self.postgrest)
+        self.postgrest = None
 
     def _start_functions(self, s: StackSettings, secret: str) -> dict[str, str]:
         """Start functions/<name>/main.py with functions-framework; their gateway routes."""

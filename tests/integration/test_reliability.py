@@ -1,0 +1,356 @@
+"""Failure on purpose, on the real stack with localstripe: workers killed at several
+points, PostgREST restarted mid-job, concurrent sync requests, malformed requests, and
+secrets kept out of answers and logs. Rows must always end equal to upstream."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+
+from supasaasy.config import load_settings
+from supasaasy.db import Database
+from supasaasy.devstack import LocalStack, StackInfo, StackSettings
+from supasaasy.devstack.keys import new_jwt_secret
+from supasaasy.devstack.localstripe import running_localstripe
+from supasaasy.devstack.processes import free_port
+from supasaasy.devstack.seed import seed_stripe
+from supasaasy.worker import Worker
+
+ADMIN = "reliability-admin-key-5f2b9c"
+STRIPE_KEY = "sk_test_reliability_3c8e1a"
+CUSTOMERS = 3000
+APPS = ("kill_before", "kill_midway", "kill_completing", "pgrst_restart", "concurrent")
+Pg = psycopg.Connection[tuple[object, ...]]
+
+
+@dataclass
+class Env:
+    stack: LocalStack
+    info: StackInfo
+    stripe: str
+    config: Path
+    upstream: dict[str, dict[str, Any]]
+
+    def db(self) -> Database:
+        return Database.connect(self.info.supabase_url, self.info.service_role_key)
+
+    def worker_env(self) -> dict[str, str]:
+        return {**os.environ, "SUPABASE_URL": self.info.supabase_url,
+                "SUPABASE_SERVICE_ROLE_KEY": self.info.service_role_key,
+                "SUPASAASY_CONFIG": str(self.config), "REL_STRIPE_KEY": STRIPE_KEY}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def env(project_root: Path) -> Iterator[Env]:
+    state = Path(tempfile.mkdtemp(prefix="supasaasy-reliability-"))
+    try:
+        with running_localstripe() as stripe:
+            seed_stripe(stripe, STRIPE_KEY, customers=CUSTOMERS, products=0,
+                        plans_per_product=0, subscriptions=0)  # fmt: skip
+            upstream = _list(stripe, "/v1/customers")
+            config = state / "supasaasy.toml"
+            # 100 per page at 10 pages a second: checkpoints (every 1,000 rows) about
+            # every second, so that a worker can be stopped between them.
+            config.write_text("".join(
+                f'[[apps]]\napp_key = "{app}"\nconnector = "stripe"\n'
+                f'config = {{ api_key_env = "REL_STRIPE_KEY", api_base = "{stripe}",'
+                f" requests_per_second = 10 }}\n\n"
+                for app in APPS
+            ) + "[worker]\nstale_after_seconds = 1\nmax_attempts = 5\n")  # fmt: skip
+            settings = StackSettings(
+                project_dir=project_root, state_dir=state, gateway_port=free_port(),
+                db_port=free_port(), rest_port=free_port(), rest_admin_port=free_port(),
+                durable=False, jwt_secret=new_jwt_secret(), serve_functions=True,
+                admin_key=ADMIN,
+                function_env={"SUPASAASY_CONFIG": str(config), "REL_STRIPE_KEY": STRIPE_KEY,
+                              "SUPASAASY_WORKER_URL": "", "SYNC_RATE_LIMIT_PER_MINUTE": "10000"},
+            )  # fmt: skip
+            stack = LocalStack(settings)
+            os.environ["REL_STRIPE_KEY"] = STRIPE_KEY  # for the workers run in this process
+            with stack as info:
+                yield Env(stack, info, stripe, config, upstream)
+    finally:
+        os.environ.pop("REL_STRIPE_KEY", None)
+        shutil.rmtree(state, ignore_errors=True)
+
+
+@pytest.fixture
+def pg(env: Env) -> Iterator[Pg]:
+    with psycopg.connect(env.info.database_url, autocommit=True) as conn:
+        yield conn
+
+
+def _list(api: str, path: str) -> dict[str, dict[str, Any]]:
+    found: dict[str, dict[str, Any]] = {}
+    params: dict[str, Any] = {"limit": 100}
+    with httpx.Client(base_url=api, headers={"Authorization": f"Bearer {STRIPE_KEY}"}) as c:
+        while True:
+            body = c.get(path, params=params).json()
+            found |= {obj["id"]: obj for obj in body["data"]}
+            if not body["has_more"]:
+                return found
+            params["starting_after"] = body["data"][-1]["id"]
+
+
+def task_state(pg: Pg, job_id: object) -> dict[str, Any]:
+    row = pg.execute(
+        "select status, batch_seq, cursor, attempts, entity_count from supasaasy.sync_job_tasks"
+        " where job_id = %s", (job_id,)).fetchone()  # fmt: skip
+    assert row is not None
+    return dict(zip(("status", "batch_seq", "cursor", "attempts", "entity_count"), row,
+                    strict=True))  # fmt: skip
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.01)
+
+
+def assert_exact(env: Env, pg: Pg, app: str, job_id: object) -> None:
+    """Rows equal upstream, counters exact, the job completed."""
+    rows = dict(pg.execute(
+        "select external_id, raw_payload from supasaasy.entities where app_key = %s"
+        " and collection_key = 'stripe_customer'", (app,)).fetchall())  # fmt: skip
+    assert rows == env.upstream
+    job = env.db().get_job_status(str(job_id))
+    assert job.job.status == "completed", job.job.error_message
+    assert (job.job.completed_tasks, job.job.failed_tasks) == (1, 0)
+    assert job.job.processed_entities == job.tasks[0].entity_count == CUSTOMERS
+
+
+def start_worker(env: Env, job_id: object) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "supasaasy.cli", "worker", "--job-id", str(job_id)],
+        env=env.worker_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+def resume(env: Env, job_id: object) -> None:
+    """Another worker, after the stale timeout: requeues the task and finishes it."""
+    time.sleep(1.2)
+    result = Worker(env.db(), load_settings(env.config)).run(str(job_id))
+    assert result.success, result
+
+
+def test_a_worker_killed_before_its_first_page(env: Env, pg: Pg) -> None:
+    job = env.db().create_sync_job("kill_before", "full", ["customer"])
+    worker = start_worker(env, job.id)
+    wait_for(lambda: task_state(pg, job.id)["status"] == "processing")
+    worker.send_signal(signal.SIGKILL)
+    worker.wait()
+    assert task_state(pg, job.id)["batch_seq"] == 0
+    resume(env, job.id)
+    assert task_state(pg, job.id)["attempts"] == 2
+    assert_exact(env, pg, "kill_before", job.id)
+
+
+def test_a_worker_killed_midway_resumes_from_its_cursor(env: Env, pg: Pg) -> None:
+    job = env.db().create_sync_job("kill_midway", "full", ["customer"])
+    worker = start_worker(env, job.id)
+    wait_for(lambda: task_state(pg, job.id)["batch_seq"] >= 1)
+    worker.send_signal(signal.SIGKILL)
+    worker.wait()
+    killed = task_state(pg, job.id)
+    assert killed["status"] == "processing" and killed["cursor"] is not None
+    assert 0 < killed["entity_count"] < CUSTOMERS
+    resume(env, job.id)
+    assert_exact(env, pg, "kill_midway", job.id)
+
+
+def test_a_worker_killed_while_completing(env: Env, pg: Pg) -> None:
+    job = env.db().create_sync_job("kill_completing", "full", ["customer"])
+    worker = start_worker(env, job.id)
+    wait_for(lambda: task_state(pg, job.id)["batch_seq"] >= 2)
+    # Hold the task's row: the last batch's checkpoint, and then finishing, must wait.
+    with psycopg.connect(env.info.database_url) as blocker:
+        blocker.execute("select 1 from supasaasy.sync_job_tasks where job_id = %s for update",
+                        (job.id,))  # fmt: skip
+        time.sleep(1.5)  # the last batch is written and waits for the row
+        worker.send_signal(signal.SIGKILL)
+        worker.wait()
+        blocker.rollback()
+    resume(env, job.id)
+    assert_exact(env, pg, "kill_completing", job.id)
+
+
+def test_postgrest_restarted_mid_job(env: Env, pg: Pg) -> None:
+    db = env.db()
+    job = db.create_sync_job("pgrst_restart", "full", ["customer"])
+    results: list[Any] = []
+    worker = Worker(db, load_settings(env.config))
+    running = threading.Thread(target=lambda: results.append(worker.run(str(job.id))))
+    running.start()
+    wait_for(lambda: task_state(pg, job.id)["batch_seq"] >= 1)
+    env.stack.stop_postgrest()
+    running.join(timeout=60)
+    assert results and results[0].success is False
+    assert results[0].shutdown_reason == "database_unavailable"
+    half = task_state(pg, job.id)
+    assert half["status"] == "processing"  # requeued once its heartbeat is stale
+    committed = pg.execute("select count(*) from supasaasy.entities where app_key = %s",
+                           ("pgrst_restart",)).fetchone()  # fmt: skip
+    assert committed == (half["entity_count"],)  # only whole batches, with their checkpoint
+    env.stack.start_postgrest()
+    resume(env, job.id)
+    assert_exact(env, pg, "pgrst_restart", job.id)
+
+
+def test_twenty_concurrent_sync_requests_make_one_job(env: Env, pg: Pg) -> None:
+    answers: list[httpx.Response] = []
+    lock = threading.Lock()
+    start = threading.Barrier(20)
+
+    def post() -> None:
+        start.wait()
+        response = httpx.post(f"{env.info.supabase_url}/functions/v1/sync",
+                              json={"app_key": "concurrent"},
+                              headers={"Authorization": f"Bearer {ADMIN}"}, timeout=30)  # fmt: skip
+        with lock:
+            answers.append(response)
+
+    threads = [threading.Thread(target=post) for _ in range(20)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    codes = sorted(r.status_code for r in answers)
+    assert codes == [200] + [409] * 19
+    job_id = next(r.json()["job_id"] for r in answers if r.status_code == 200)
+    assert {r.json()["job_id"] for r in answers if r.status_code == 409} == {job_id}
+    jobs = pg.execute("select count(*) from supasaasy.sync_jobs where app_key = 'concurrent'")
+    assert jobs.fetchone() == (1,)
+    env.db().cancel_job(job_id)
+
+
+JOB = "00000000-0000-4000-8000-000000000000"
+GOOD = {"Authorization": f"Bearer {ADMIN}"}
+JSON = {**GOOD, "Content-Type": "application/json"}
+BAD_REQUESTS: list[tuple[str, str, str, dict[str, str], Any, int]] = [
+    # function, method, path, headers, body (bytes, or JSON), status
+    ("sync", "POST", "", {}, {"app_key": "concurrent"}, 401),
+    ("sync", "POST", "", {"Authorization": "Bearer wrong"}, {"app_key": "concurrent"}, 401),
+    ("sync", "POST", "", {"Authorization": ADMIN}, {"app_key": "concurrent"}, 401),
+    ("sync", "POST", "", {"Authorization": f"Basic {ADMIN}"}, {"app_key": "concurrent"}, 401),
+    ("sync", "POST", "", {"Authorization": f"Bearer {ADMIN}x"}, {"app_key": "concurrent"}, 401),
+    ("sync", "GET", "", GOOD, None, 405),
+    ("sync", "PUT", "", GOOD, {"app_key": "concurrent"}, 405),
+    ("sync", "DELETE", "", GOOD, None, 405),
+    ("sync", "POST", "", JSON, b"", 400),
+    ("sync", "POST", "", JSON, b"{", 400),
+    ("sync", "POST", "", JSON, b"null", 400),
+    ("sync", "POST", "", JSON, b"[]", 400),
+    ("sync", "POST", "", JSON, b'"concurrent"', 400),
+    ("sync", "POST", "", JSON, b"\xff\xfe", 400),
+    ("sync", "POST", "", JSON, b"[" * 100_000, 400),
+    ("sync", "POST", "", JSON, b'{"app_key": "' + b"x" * (1024 * 1024) + b'"}', 413),
+    ("sync", "POST", "", JSON, {}, 400),
+    ("sync", "POST", "", JSON, {"app_key": None}, 400),
+    ("sync", "POST", "", JSON, {"app_key": 42}, 400),
+    ("sync", "POST", "", JSON, {"app_key": ["concurrent"]}, 400),
+    ("sync", "POST", "", JSON, {"app_key": ""}, 400),
+    ("sync", "POST", "", JSON, {"app_key": "a" * 65}, 400),
+    ("sync", "POST", "", JSON, {"app_key": "concurrent'; drop table supasaasy.sync_jobs;--"}, 400),
+    ("sync", "POST", "", JSON, {"app_key": "../../etc/passwd"}, 400),
+    ("sync", "POST", "", JSON, {"app_key": "çoncurrent"}, 400),
+    ("sync", "POST", "", JSON, {"app_key": "concurrent\u0000"}, 400),
+    ("sync", "POST", "", JSON, {"app_key": "nobody"}, 404),
+    ("sync", "POST", "", JSON, {"app_key": "concurrent", "mode": "FULL"}, 400),
+    ("sync", "POST", "", JSON, {"app_key": "concurrent", "mode": 1}, 400),
+    ("sync", "POST", "", JSON, {"app_key": "concurrent", "resource_types": "customer"}, 400),
+    ("sync", "POST", "", JSON, {"app_key": "concurrent", "resource_types": [1]}, 400),
+    ("sync", "POST", "", JSON, {"app_key": "concurrent", "resource_types": ["customer'--"]}, 400),
+    ("sync", "POST", "", JSON, {"app_key": "concurrent", "resource_types": ["x"] * 51}, 400),
+    ("sync", "POST", "", JSON, {"app_key": "concurrent", "immediate": "true"}, 400),
+    ("sync", "POST", "", JSON, {"app_key": "concurrent", "immediate": 1}, 400),
+    ("sync", "POST", "", JSON, {"app_key": "concurrent", "force": True}, 400),
+    ("worker", "POST", "", {}, {}, 401),
+    ("worker", "GET", "", GOOD, None, 405),
+    ("worker", "POST", "", JSON, b"{", 400),
+    ("worker", "POST", "", JSON, b"[1]", 400),
+    ("worker", "POST", "", JSON, {"job_id": "nope"}, 400),
+    ("worker", "POST", "", JSON, {"job_id": f"{JOB}' or 1=1--"}, 400),
+    ("worker", "POST", "", JSON, {"job_id": 7}, 400),
+    ("worker", "POST", "", JSON, {"max_tasks": 0}, 400),
+    ("worker", "POST", "", JSON, {"max_tasks": -3}, 400),
+    ("worker", "POST", "", JSON, {"max_tasks": "2"}, 400),
+    ("worker", "POST", "", JSON, {"max_tasks": 1e9}, 400),
+    ("worker", "POST", "", JSON, {"tasks": 1}, 400),
+    ("job-status", "GET", f"/{JOB}", {}, None, 401),
+    ("job-status", "GET", f"/{JOB}", {"Authorization": "Bearer nope"}, None, 401),
+    ("job-status", "GET", f"/{JOB}", GOOD, None, 404),
+    ("job-status", "GET", "/not-a-uuid", GOOD, None, 400),
+    ("job-status", "GET", "/%27%20or%201%3D1", GOOD, None, 400),
+    ("job-status", "GET", "", GOOD, None, 400),
+    ("job-status", "GET", f"?job_id={JOB[:-1]}", GOOD, None, 400),
+    ("job-status", "PUT", f"/{JOB}", GOOD, None, 405),
+    ("job-status", "POST", f"/{JOB}", GOOD, None, 405),
+    ("job-status", "GET", f"/{JOB}/cancel", GOOD, None, 405),
+    ("job-status", "POST", f"/{JOB}/cancel", GOOD, None, 404),
+    ("job-status", "POST", f"/{JOB}/retry", GOOD, None, 404),
+    ("job-status", "POST", "/nope/cancel", GOOD, None, 400),
+]
+
+
+def send(env: Env, function: str, method: str, path: str, headers: dict[str, str],
+         body: Any) -> httpx.Response:  # fmt: skip
+    url = f"{env.info.supabase_url}/functions/v1/{function}{path}"
+    if isinstance(body, bytes):
+        return httpx.request(method, url, headers=headers, content=body, timeout=30)
+    return httpx.request(method, url, headers=headers, json=body, timeout=30)
+
+
+def test_malformed_requests_get_their_4xx_and_write_nothing(env: Env, pg: Pg) -> None:
+    assert len(BAD_REQUESTS) >= 40
+
+    def written() -> tuple[object, ...]:
+        row = pg.execute("select (select count(*) from supasaasy.sync_jobs),"
+                         " (select count(*) from supasaasy.sync_job_tasks),"
+                         " (select count(*) from supasaasy.entities)").fetchone()  # fmt: skip
+        assert row is not None
+        return tuple(row)
+
+    before = written()
+    for function, method, path, headers, body, status in BAD_REQUESTS:
+        response = send(env, function, method, path, headers, body)
+        case = f"{method} {function}{path} {str(body)[:60]!r}"
+        assert response.status_code == status, (case, response.text[:200])
+        answer = response.json()
+        assert answer["success"] is False and answer["error"], case
+        assert "Traceback" not in response.text and ADMIN not in response.text, case
+    assert written() == before
+
+
+def test_secrets_stay_out_of_answers_and_logs(env: Env) -> None:
+    db = env.db()
+    # A failing task (the provider refuses the key) and refused requests.
+    with httpx.Client(base_url=env.stripe) as stripe:
+        stripe.post("/_config/faults", json={"path_prefix": "/v1/customers", "status": 401})
+    try:
+        job = db.create_sync_job("concurrent", "full", ["customer"])
+        answer = httpx.post(f"{env.info.supabase_url}/functions/v1/worker",
+                            json={"job_id": str(job.id)}, headers=GOOD, timeout=60)  # fmt: skip
+        assert answer.status_code == 200
+    finally:
+        httpx.delete(f"{env.stripe}/_config/faults")
+    status = db.get_job_status(job.id)
+    assert status.job.status == "failed" and "401" in (status.job.error_message or "")
+    for key in (ADMIN, STRIPE_KEY, env.info.service_role_key, env.info.jwt_secret):
+        assert key not in (status.job.error_message or "")
+        for log in env.stack.logs.glob("*.log"):
+            assert key not in log.read_text(errors="replace"), log.name
