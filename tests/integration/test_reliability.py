@@ -354,3 +354,20 @@ def test_secrets_stay_out_of_answers_and_logs(env: Env) -> None:
         assert key not in (status.job.error_message or "")
         for log in env.stack.logs.glob("*.log"):
             assert key not in log.read_text(errors="replace"), log.name
+
+
+def test_the_functions_match_their_openapi_document(env: Env, project_root: Path) -> None:
+    """schemathesis against the running functions: no server error, and every answer's
+    status, content type and body as the document says."""
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "schemathesis"), "run",
+         str(project_root / "functions" / "openapi.yaml"),
+         "--url", f"{env.info.supabase_url}/functions/v1",
+         "--header", f"Authorization: Bearer {ADMIN}",
+         "--checks", "not_a_server_error,status_code_conformance,content_type_conformance,"
+                     "response_schema_conformance",
+         "--max-examples", "30", "--seed", "1", "--workers", "2",
+         "--phases", "examples,fuzzing"],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
