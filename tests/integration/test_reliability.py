@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,8 @@ from supasaasy.worker import Worker
 ADMIN = "reliability-admin-key-5f2b9c"
 STRIPE_KEY = "sk_test_reliability_3c8e1a"
 CUSTOMERS = 3000
-APPS = ("kill_before", "kill_midway", "kill_completing", "pgrst_restart", "concurrent")
+APPS = ("kill_before", "kill_midway", "kill_completing", "kill_repeatedly", "pgrst_restart",
+        "concurrent")  # fmt: skip
 Pg = psycopg.Connection[tuple[object, ...]]
 
 
@@ -70,7 +72,7 @@ def env(project_root: Path) -> Iterator[Env]:
                 f'config = {{ api_key_env = "REL_STRIPE_KEY", api_base = "{stripe}",'
                 f" requests_per_second = 10 }}\n\n"
                 for app in APPS
-            ) + "[worker]\nstale_after_seconds = 1\nmax_attempts = 5\n")  # fmt: skip
+            ) + "[worker]\nstale_after_seconds = 1\nmax_attempts = 20\n")  # fmt: skip
             settings = StackSettings(
                 project_dir=project_root, state_dir=state, gateway_port=free_port(),
                 db_port=free_port(), rest_port=free_port(), rest_admin_port=free_port(),
@@ -371,3 +373,23 @@ def test_the_functions_match_their_openapi_document(env: Env, project_root: Path
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+
+
+@pytest.mark.long
+def test_a_worker_killed_again_and_again_at_random_points(env: Env, pg: Pg) -> None:
+    """The longer variant (`pytest -m long`): ten kills at random moments of one sync."""
+    import random
+
+    rng = random.Random(7)
+    job = env.db().create_sync_job("kill_repeatedly", "full", ["customer"])
+    for _ in range(10):
+        if env.db().get_job(job.id).status == "completed":
+            break
+        worker = start_worker(env, job.id)
+        time.sleep(rng.uniform(0.2, 2.5))
+        worker.send_signal(signal.SIGKILL)
+        worker.wait()
+        time.sleep(1.2)  # stale, so that the next worker requeues it
+        env.db().requeue_stale_tasks(timedelta(seconds=1), max_attempts=20)
+    resume(env, job.id)
+    assert_exact(env, pg, "kill_repeatedly", job.id)
