@@ -34,6 +34,11 @@ app_key = "stripe_e2e"
 connector = "stripe"
 config = {{ api_key_env = "E2E_STRIPE_KEY", api_base = "{stripe}", page_size = 20 }}
 
+[[apps]]
+app_key = "stripe_fragile"
+connector = "stripe"
+config = {{ api_key_env = "E2E_STRIPE_KEY", api_base = "{stripe}", max_retries = 1 }}
+
 [worker]
 time_budget_seconds = 30
 """
@@ -166,6 +171,28 @@ def test_provider_outages_are_retried_and_the_job_completes(e2e: Stack) -> None:
     assert final["status"] == "completed"
     assert {t["resource_type"]: t["entity_count"] for t in final["tasks"]} == {
         "customer": 400, "plan": 40}  # fmt: skip
+
+
+def test_retries_that_run_out_fail_the_task_and_the_job_says_why(e2e: Stack) -> None:
+    with e2e.stripe_api() as api:
+        api.post("/_config/faults", json={"path_prefix": "/v1/plans", "status": 503})
+    try:
+        with e2e.client() as client:
+            job = client.sync("stripe_fragile", "full", ["plan", "customer"])
+            final = finish(client, job["job_id"])
+    finally:
+        with e2e.stripe_api() as api:
+            api.delete("/_config/faults")
+    assert final["status"] == "failed"
+    by_type = {t["resource_type"]: t for t in final["tasks"]}
+    assert by_type["customer"]["status"] == "completed"
+    assert by_type["plan"]["error_message"] == (
+        "Stripe GET /v1/plans failed after 1 retries: 503 injected 503"
+    )
+    assert (
+        final["error_message"]
+        == "plan: Stripe GET /v1/plans failed after 1 retries: 503 injected 503"
+    )
 
 
 def test_three_workers_finish_one_job_with_exact_counts(
