@@ -52,7 +52,9 @@ TASK_LOST = "SS001"  # raised by supasaasy.task_lease
 # SQLSTATEs (and PostgREST codes) that mean the caller sent something the database refuses.
 _INVALID_INPUT = {"22023", "22P02", "22007", "22008", "23502", "23514", "PGRST202", "PGRST204"}
 _NOT_FOUND = {"P0002", "23503", "PGRST116"}
-_UNAVAILABLE = {"PGRST000", "PGRST001", "PGRST002", "PGRST003", "57P01", "57P03", "53300"}
+# Unreachable, overloaded, or a transaction to simply run again (serialization, deadlock).
+_UNAVAILABLE = {"PGRST000", "PGRST001", "PGRST002", "PGRST003", "57P01", "57P03", "53300",
+                "40001", "40P01"}  # fmt: skip
 
 M = TypeVar("M", bound=BaseModel)
 

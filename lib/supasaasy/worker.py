@@ -121,6 +121,10 @@ class Worker:
             log.info("task %s was cancelled or requeued; moving on", task.id)
             return True
         except DatabaseUnavailableError:
+            # Not the task's fault: hand it back at once (its checkpoint is kept) if the
+            # database still answers, else it is requeued when its heartbeat is stale.
+            with contextlib.suppress(SupasaasyError):
+                self.db.release_task(task.id)
             raise
         except Exception as exc:  # the task fails; the worker goes on to the next one
             message = _describe(exc)

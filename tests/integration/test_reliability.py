@@ -360,7 +360,8 @@ def test_secrets_stay_out_of_answers_and_logs(env: Env) -> None:
 
 def test_the_functions_match_their_openapi_document(env: Env, project_root: Path) -> None:
     """schemathesis against the running functions: no server error, and every answer's
-    status, content type and body as the document says."""
+    status, content type and body as the document says. One worker: on Python 3.11,
+    hypothesis's `ast.parse` fails now and then when run from several threads."""
     done = subprocess.run(
         [str(Path(sys.executable).parent / "schemathesis"), "run",
          str(project_root / "functions" / "openapi.yaml"),
@@ -368,7 +369,7 @@ def test_the_functions_match_their_openapi_document(env: Env, project_root: Path
          "--header", f"Authorization: Bearer {ADMIN}",
          "--checks", "not_a_server_error,status_code_conformance,content_type_conformance,"
                      "response_schema_conformance",
-         "--max-examples", "30", "--seed", "1", "--workers", "2",
+         "--max-examples", "30", "--seed", "1", "--workers", "1",
          "--phases", "examples,fuzzing"],
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip

@@ -1058,7 +1058,11 @@ def test_unavailable_read_is_translated_after_retries(
         ({"code": "", "message": ""}, DatabaseUnavailableError, "database request failed"),
         ({"code": "23505", "message": "dup"}, ConflictError, "dup"),
         ({"code": "PGRST116", "message": "no rows"}, NotFoundError, "no rows"),
-        ({"code": "40001", "message": "could not serialize"}, DatabaseError, "could not serialize"),
+        (
+            {"code": "40001", "message": "could not serialize"},
+            DatabaseUnavailableError,
+            "could not serialize",
+        ),
     ],
 )
 def test_translate(error: dict[str, Any], expected: type[DatabaseError], message: str) -> None:
