@@ -225,7 +225,8 @@ $$;
 
 -- Finishes a task that ran to its end, in one transaction: for a full sync, deletes
 -- the rows of its collections that upstream no longer has (those this task did not
--- see; with sweep_created_from, only rows created upstream since then); records the
+-- see; with sweep_created_from, only rows created upstream since then, or whose
+-- creation time is unknown); records the
 -- sync watermark of its collections; and completes the task through complete_task.
 -- Body: task_id, attempt, entity_count, sweep_collections (array or null),
 -- sweep_created_from, state_collections, synced_at, sync_metadata.
@@ -251,8 +252,9 @@ begin
         delete from supasaasy.entities e
          where e.app_key = v_app
            and e.collection_key in (select jsonb_array_elements_text(b -> 'sweep_collections'))
+           -- Objects with no creation time upstream count as inside the window.
            and (b ->> 'sweep_created_from' is null
-                or supasaasy.payload_created_at(e.raw_payload)
+                or coalesce(supasaasy.payload_created_at(e.raw_payload), 'infinity')
                    >= (b ->> 'sweep_created_from')::timestamptz)
            and not exists (
                select 1 from seen

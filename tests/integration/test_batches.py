@@ -155,9 +155,12 @@ def test_child_sets_remove_children_the_parent_no_longer_has(
 def test_finish_sweeps_unseen_rows_in_the_window_and_records_the_watermark(
     db: Database, pg: Pg, app_key: str
 ) -> None:
-    # Rows from an earlier sync: 1-6. Upstream now has 1, 2, 5 and a new 7.
+    # Rows from an earlier sync: 1-6, and one with no creation time. Upstream now has
+    # 1, 2, 5 and a new 7.
     setup = claimed(db, app_key)
-    db.write_batch(batch(setup, [row(n) for n in range(1, 7)]))
+    undated: BatchRow = {"collection_key": "stripe_customer", "external_id": "undated",
+                         "raw_payload": {"id": "undated"}}  # fmt: skip
+    db.write_batch(batch(setup, [*(row(n) for n in range(1, 7)), undated]))
     db.complete_task(setup.id, "completed", 6)
 
     task = claimed(db, app_key)
@@ -171,7 +174,7 @@ def test_finish_sweeps_unseen_rows_in_the_window_and_records_the_watermark(
         "sweep_created_from": datetime.fromtimestamp(1_700_000_004, UTC).isoformat(),
         "state_collections": ["stripe_customer"], "synced_at": watermark.isoformat(),
     })  # fmt: skip
-    assert finished.deleted == 2  # 4 and 6
+    assert finished.deleted == 3  # 4, 6 and the undated one
     assert sorted(stored(pg, app_key)) == ["cus_1", "cus_2", "cus_3", "cus_5", "cus_7"]
     assert finished.job is not None and finished.job.status == "completed"
     assert finished.job.processed_entities == 4
