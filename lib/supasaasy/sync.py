@@ -283,7 +283,7 @@ class ResourceSync:
             "cursor": None,
             "entity_count": 0,
             "mode": mode,
-            "api_version": self.connector.metadata.api_version,
+            "api_version": self.connector.api_version,
             "rows": [],
             "deletes": [],
             "children": [],

@@ -80,4 +80,6 @@ __all__ = [
 ]
 
 # The built-in connectors register themselves on import.
+from . import intercom as _intercom  # noqa: E402, F401
+from . import notion as _notion  # noqa: E402, F401
 from . import stripe as _stripe  # noqa: E402, F401

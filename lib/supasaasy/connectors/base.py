@@ -140,6 +140,11 @@ class Connector(ABC):
         raise ConfigError(f"{self.metadata.name} has no incremental sync for {resource_type}")
 
     @property
+    def api_version(self) -> str:
+        """The provider API version this app's payloads are in (stored with each row)."""
+        return self.metadata.api_version
+
+    @property
     def requests_per_second(self) -> float | None:
         """The provider request rate all workers of this app share (None: unlimited)."""
         return None

@@ -145,6 +145,10 @@ class StripeConnector(Connector):
         return EVENTS_RETENTION_SECONDS
 
     @property
+    def api_version(self) -> str:
+        return self.settings.api_version
+
+    @property
     def requests_per_second(self) -> float:
         return self.settings.requests_per_second
 

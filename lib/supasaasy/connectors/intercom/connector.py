@@ -1,0 +1,476 @@
+"""Intercom: companies, contacts, admins, conversations and their parts.
+
+Pages are read as raw JSON with httpx, `Intercom-Version` pinned: response shapes change
+between versions (the company scroll's list key, for one), so the version is not a
+setting. Each resource pages the way its endpoint does:
+
+- contacts, conversations: `GET /contacts`, `GET /conversations` with `per_page` and
+  the `starting_after` cursor Intercom returns in `pages.next`; a Page's cursor is that
+  `starting_after`.
+- companies: the scroll API (`GET /companies/scroll`, then `scroll_param`), as the
+  original connector does: `/companies` and `/companies/list` page by offset and stop at
+  10,000 companies. A scroll expires after a minute unused, so a task resumed later than
+  that (or stalled that long) gets a 404 and starts the scroll again; the full sync then
+  re-reads companies it already wrote, which the writer finds unchanged.
+- admins: one `GET /admins`, not paged.
+- conversation parts: only `GET /conversations/{id}` carries them (the list and the
+  search leave them out, and it caps them at 500), so each conversation costs one request
+  of its own besides its share of a list page. Each part is a record of its own, with
+  the conversation's id added as `conversation_id`.
+
+Incremental syncs (contacts and conversations) search on `updated_at` through
+`POST /contacts/search` and `POST /conversations/search`, newest first, paged with
+`starting_after` in the body. Contact search compares timestamps by UTC day only, so
+it asks for the whole day of the watermark; conversations from the watermark's second.
+Both reach `search_overlap_seconds` further back, for the search index's delay. An
+incremental conversation also states its whole set of parts (a ChildSet), so parts
+removed upstream go. Search does not return deleted objects: they leave with the next
+full sync's sweep. Companies and admins cannot be searched by update time and always
+sync in full.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import re
+import time
+from collections.abc import Callable, Iterator, Mapping
+from datetime import datetime
+from typing import Any
+
+import httpx
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ...config import AppConfig
+from .. import register
+from ..base import (
+    ChildSet,
+    ConfigError,
+    Connector,
+    ConnectorMetadata,
+    Deletion,
+    Page,
+    ProviderError,
+    RateLimiter,
+    Record,
+    Resource,
+)
+from ..http import RETRYABLE, ProviderClient, RetryPolicy
+
+log = logging.getLogger("supasaasy.connectors.intercom")
+
+API_VERSION = "2.11"
+DAY_SECONDS = 24 * 3600
+# A scroll that expires under us is started again at most this often per sync call.
+MAX_SCROLL_RESTARTS = 2
+
+RESOURCES = (
+    Resource("company", "intercom_company", "Intercom companies", supports_incremental=False),
+    Resource("contact", "intercom_contact", "Intercom contacts (users and leads)"),
+    Resource("admin", "intercom_admin", "Intercom admins (teammates)",
+             supports_incremental=False),
+    Resource("conversation", "intercom_conversation", "Intercom conversations"),
+    Resource("conversation_part", "intercom_conversation_part",
+             "Intercom conversation parts (messages and actions)",
+             supports_incremental=False, synced_with_parent="conversation"),
+)  # fmt: skip
+
+PART_COLLECTION = "intercom_conversation_part"
+PART_PARENT_FIELD = "conversation_id"
+
+# (path, the list's key in the body) of the cursor-paged lists and searches.
+LISTS = {"contact": ("/contacts", "data"), "conversation": ("/conversations", "conversations")}
+SEARCHES = {
+    "contact": ("/contacts/search", "data"),
+    "conversation": ("/conversations/search", "conversations"),
+}
+
+
+class IntercomSettings(BaseModel):
+    """The `config` of an app whose connector is `intercom`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    api_key_env: str = Field(min_length=1, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    api_base: str = Field(default="https://api.intercom.io", pattern=r"^https?://\S+$")
+    page_size: int = Field(default=50, ge=1, le=150)
+    # Intercom allows an app 10,000 requests a minute (spread over 10-second windows).
+    requests_per_second: float = Field(default=100.0, gt=0)
+    max_retries: int = Field(default=5, ge=0, le=20)
+    timeout_seconds: float = Field(default=30.0, gt=0)
+    search_overlap_seconds: int = Field(default=300, ge=0, le=DAY_SECONDS)
+
+
+def _settings(app_key: str, config: dict[str, Any]) -> IntercomSettings:
+    if "api_key_env" not in config:
+        default_env = "INTERCOM_API_KEY_" + re.sub(r"[^A-Z0-9_]", "_", app_key.upper())
+        config = {**config, "api_key_env": default_env}
+    try:
+        return IntercomSettings.model_validate(config)
+    except ValidationError as exc:
+        # Only the field and pydantic's message: never the input, which may be a secret.
+        problems = "; ".join(
+            f"config.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+        )
+        raise ConfigError(f"app {app_key!r} (intercom): {problems}") from None
+
+
+class IntercomClient(ProviderClient):
+    """ProviderClient with POST (for the search endpoints), Intercom's error bodies, and
+    its rate-limit header: a 429 without Retry-After waits until `X-RateLimit-Reset`
+    (epoch seconds), within the retry policy's `max_delay`."""
+
+    def __init__(
+        self,
+        client: httpx.Client,
+        acquire: Callable[[], None],
+        retry: RetryPolicy | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        super().__init__("Intercom", client, acquire, retry, sleep)
+        self.clock = clock
+
+    def get_json(self, path: str, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        return self.request_json("GET", path, params=params)
+
+    def post_json(self, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        return self.request_json("POST", path, body=body)
+
+    def request_json(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        body: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        content = orjson.dumps(body) if body is not None else None
+        headers = {"Content-Type": "application/json"} if content is not None else None
+        attempt = 0
+        while True:
+            self.acquire()
+            try:
+                response = self.client.request(
+                    method, path, params=params, content=content, headers=headers
+                )
+            except httpx.TransportError as exc:
+                failure = exc.__class__.__name__
+                status, retry_after = None, None
+            else:
+                if response.is_success:
+                    return self._object(method, path, response)
+                status = response.status_code
+                if status not in RETRYABLE:
+                    raise ProviderError(
+                        f"{self.name} {method} {path} failed: {status} {self._message(response)}",
+                        status=status,
+                    )
+                failure = f"{status} {self._message(response)}"
+                retry_after = self._retry_after(response)
+            attempt += 1
+            if attempt > self.retry.max_retries:
+                raise ProviderError(
+                    f"{self.name} {method} {path} failed after {self.retry.max_retries} "
+                    f"retries: {failure}",
+                    status=status,
+                )
+            self.sleep(self.retry.delay(attempt, retry_after))
+
+    def _retry_after(self, response: httpx.Response) -> str | None:
+        """Retry-After if given; for a 429, else the seconds until X-RateLimit-Reset."""
+        given: str | None = response.headers.get("Retry-After")
+        if given is not None or response.status_code != 429:
+            return given
+        try:
+            wait = float(response.headers["X-RateLimit-Reset"]) - self.clock()
+        except (KeyError, ValueError):
+            return None
+        return str(wait) if wait > 0 else None
+
+    def _object(self, method: str, path: str, response: httpx.Response) -> dict[str, Any]:
+        if not response.content.strip():
+            return {}
+        try:
+            body = orjson.loads(response.content)
+        except orjson.JSONDecodeError:
+            raise ProviderError(
+                f"{self.name} {method} {path} returned a body that is not JSON"
+            ) from None
+        if not isinstance(body, dict):
+            raise ProviderError(f"{self.name} {method} {path} returned JSON that is not an object")
+        return body
+
+    @staticmethod
+    def _message(response: httpx.Response) -> str:
+        """Intercom's own messages (`errors: [{code, message}]`), never our request."""
+        try:
+            body = orjson.loads(response.content)
+        except orjson.JSONDecodeError:
+            return response.reason_phrase
+        errors = body.get("errors") if isinstance(body, dict) else None
+        if isinstance(errors, list):
+            texts = []
+            for error in errors:
+                if isinstance(error, dict) and isinstance(error.get("message"), str):
+                    code = error.get("code")
+                    texts.append(f"{error['message']} ({code})" if code else error["message"])
+            if texts:
+                return "; ".join(texts)[:300]
+        return ProviderClient._message(response)
+
+
+@register
+class IntercomConnector(Connector):
+    metadata = ConnectorMetadata(
+        name="intercom",
+        display_name="Intercom",
+        api_version=API_VERSION,
+        resources=RESOURCES,
+        sql_files=("views.sql",),
+    )
+
+    def __init__(self, app: AppConfig, *, rate_limiter: RateLimiter | None = None) -> None:
+        super().__init__(app, rate_limiter=rate_limiter)
+        self.settings = _settings(app.app_key, app.config)
+        token = os.environ.get(self.settings.api_key_env, "").strip()
+        if not token:
+            raise ConfigError(
+                f"app {app.app_key!r} (intercom): environment variable "
+                f"{self.settings.api_key_env} (config.api_key_env) is not set"
+            )
+        self.http = IntercomClient(
+            httpx.Client(
+                base_url=self.settings.api_base,
+                headers={
+                    "Authorization": f"Bearer {token}",
+                    "Accept": "application/json",
+                    "Intercom-Version": API_VERSION,
+                },
+                timeout=self.settings.timeout_seconds,
+            ),
+            lambda: self.rate_limiter.acquire(),
+            RetryPolicy(max_retries=self.settings.max_retries),
+        )
+
+    @property
+    def requests_per_second(self) -> float:
+        return self.settings.requests_per_second
+
+    @property
+    def incremental_horizon(self) -> float | None:
+        """None: the search endpoints reach back to any watermark."""
+        return None
+
+    def close(self) -> None:
+        self.http.client.close()
+
+    # -- full sync -------------------------------------------------------------
+
+    def full_sync(self, resource_type: str, *, cursor: str | None = None) -> Iterator[Page]:
+        self._task_resource(resource_type)
+        if resource_type == "company":
+            yield from self._companies(cursor)
+            return
+        if resource_type == "admin":
+            body = self.http.get_json("/admins")
+            yield self._page("admin", _objects(body, "admins", "GET /admins"), None)
+            return
+        path, key = LISTS[resource_type]
+        while True:
+            params: dict[str, Any] = {"per_page": self.settings.page_size}
+            if cursor:
+                params["starting_after"] = cursor
+            body = self.http.get_json(path, params)
+            objects = _objects(body, key, f"GET {path}")
+            cursor = _next_cursor(body) if objects else None
+            yield self._page(resource_type, objects, cursor)
+            if cursor is None:
+                return
+
+    def _companies(self, cursor: str | None) -> Iterator[Page]:
+        scroll, restarts = cursor, 0
+        while True:
+            try:
+                body = self.http.get_json(
+                    "/companies/scroll", {"scroll_param": scroll} if scroll else None
+                )
+            except ProviderError as exc:
+                if scroll is None or exc.status != 404 or restarts >= MAX_SCROLL_RESTARTS:
+                    raise
+                log.warning("%s company: the scroll expired; starting it again", self.app.app_key)
+                scroll, restarts = None, restarts + 1
+                continue
+            # The scroll's end is an empty page (some versions leave `data` out there).
+            data = body.get("data")
+            companies = _objects(body, "data", "GET /companies/scroll") if data is not None else []
+            next_scroll = body.get("scroll_param")
+            scroll = next_scroll if companies and isinstance(next_scroll, str) else None
+            yield self._page("company", companies, scroll or None)
+            if not scroll:
+                return
+
+    # -- incremental sync ------------------------------------------------------
+
+    def incremental_sync(
+        self, resource_type: str, *, since: datetime, cursor: str | None = None
+    ) -> Iterator[Page]:
+        resource = self._task_resource(resource_type)
+        if not resource.supports_incremental:
+            raise ConfigError(
+                f"intercom has no incremental sync for {resource_type}: it syncs in full"
+            )
+        path, key = SEARCHES[resource_type]
+        query = {"field": "updated_at", "operator": ">",
+                 "value": self._updated_after(resource_type, since)}  # fmt: skip
+        while True:
+            pagination: dict[str, Any] = {"per_page": self.settings.page_size}
+            if cursor:
+                pagination["starting_after"] = cursor
+            body = self.http.post_json(path, {
+                "query": query,
+                "pagination": pagination,
+                # Newest first, as the writer expects of a change feed.
+                "sort": {"field": "updated_at", "order": "descending"},
+            })  # fmt: skip
+            objects = _objects(body, key, f"POST {path}")
+            cursor = _next_cursor(body) if objects else None
+            yield self._page(resource_type, objects, cursor, incremental=True)
+            if cursor is None:
+                return
+
+    def _updated_after(self, resource_type: str, since: datetime) -> int:
+        """The `updated_at >` value that finds every change from `since` on."""
+        start = math.floor(since.timestamp()) - self.settings.search_overlap_seconds
+        if resource_type == "contact":
+            # By UTC day: `> t` means from the day after t's day, so name the day before.
+            return start - start % DAY_SECONDS - DAY_SECONDS
+        return start - 1
+
+    # -- helpers ---------------------------------------------------------------
+
+    def _task_resource(self, resource_type: str) -> Resource:
+        resource = self.metadata.resource(resource_type)
+        if resource.synced_with_parent is not None:
+            raise ConfigError(
+                f"intercom {resource_type} is synced with its {resource.synced_with_parent}"
+            )
+        return resource
+
+    def _page(
+        self,
+        resource_type: str,
+        objects: list[dict[str, Any]],
+        cursor: str | None,
+        *,
+        incremental: bool = False,
+    ) -> Page:
+        page = Page(cursor=cursor)
+        collection = self.metadata.resource(resource_type).collection_key
+        for obj in objects:
+            if not self._in_window(obj):
+                continue
+            if resource_type == "conversation":
+                self._add_conversation(page, _id(obj), incremental)
+                continue
+            page.records.append(
+                Record(collection, _id(obj), obj, archived=_archived(resource_type, obj))
+            )
+        return page
+
+    def _in_window(self, obj: dict[str, Any]) -> bool:
+        """Whether the object was created at or after the app's `sync_from` (if any)."""
+        created = obj.get("created_at")
+        return (
+            self.app.sync_from is None
+            or not isinstance(created, int | float)
+            or created >= self.app.sync_from.timestamp()
+        )
+
+    def _add_conversation(self, page: Page, conversation_id: str, incremental: bool) -> None:
+        """The conversation as retrieved on its own (the only way to its parts), and a
+        record per part."""
+        try:
+            conversation = self.http.get_json(f"/conversations/{conversation_id}")
+        except ProviderError as exc:
+            if exc.status != 404:
+                raise
+            # Deleted since it was listed: a full sync's sweep removes it; a change feed
+            # says so.
+            if incremental:
+                page.deletions.append(Deletion("intercom_conversation", conversation_id))
+                page.child_sets.append(
+                    ChildSet(PART_COLLECTION, PART_PARENT_FIELD, conversation_id)
+                )
+            return
+        conversation_id = _id(conversation)
+        page.records.append(
+            Record(
+                "intercom_conversation",
+                conversation_id,
+                conversation,
+                archived=_archived("conversation", conversation),
+            )
+        )
+        listing = conversation.get("conversation_parts")
+        found = listing.get("conversation_parts") if isinstance(listing, dict) else None
+        parts = _checked(found, f"the parts of conversation {conversation_id}") if isinstance(
+            found, list) else []  # fmt: skip
+        for part in parts:
+            page.records.append(
+                Record(PART_COLLECTION, _id(part), {**part, PART_PARENT_FIELD: conversation_id})
+            )
+        # Parts are replaced only from a whole list: never past Intercom's 500-part cap.
+        total = listing.get("total_count") if isinstance(listing, dict) else None
+        whole = isinstance(found, list) and (not isinstance(total, int) or total <= len(parts))
+        if incremental and whole:
+            page.child_sets.append(ChildSet(PART_COLLECTION, PART_PARENT_FIELD, conversation_id))
+
+
+def _archived(resource_type: str, obj: dict[str, Any]) -> bool:
+    """Closed conversations (as the original connector has it), and objects Intercom
+    marks archived or deleted."""
+    if resource_type == "conversation":
+        return obj.get("state") == "closed"
+    return obj.get("archived") is True or obj.get("deleted") is True
+
+
+def _id(obj: dict[str, Any]) -> str:
+    value = obj.get("id")
+    if isinstance(value, bool) or not isinstance(value, str | int) or value == "":
+        raise ProviderError(f"Intercom returned a malformed {obj.get('type') or 'object'} (no id)")
+    return str(value)
+
+
+def _checked(objects: list[Any], where: str) -> list[dict[str, Any]]:
+    for position, obj in enumerate(objects):
+        if not isinstance(obj, dict):
+            raise ProviderError(
+                f"Intercom returned a malformed object (not an object) at position {position}"
+                f" of {where}"
+            )
+        try:
+            _id(obj)
+        except ProviderError:
+            raise ProviderError(
+                f"Intercom returned a malformed object (no id) at position {position} of {where}"
+            ) from None
+    return objects
+
+
+def _objects(body: dict[str, Any], key: str, where: str) -> list[dict[str, Any]]:
+    objects = body.get(key)
+    if not isinstance(objects, list):
+        raise ProviderError(f"Intercom {where} returned a page without {key}")
+    return _checked(objects, f"a page of {where}")
+
+
+def _next_cursor(body: dict[str, Any]) -> str | None:
+    """`pages.next.starting_after`, or None on the last page."""
+    pages = body.get("pages")
+    following = pages.get("next") if isinstance(pages, dict) else None
+    after = following.get("starting_after") if isinstance(following, dict) else None
+    return after if isinstance(after, str) and after else None

@@ -1,0 +1,458 @@
+"""Notion: data sources with their properties, the pages in them, and users.
+
+API version 2025-09-03, where data sources (the tables of a database) are objects of
+their own. Pages are read as raw JSON with httpx and Notion's cursor pagination
+(`start_cursor` in, `has_more` / `next_cursor` out, at most 100 objects a page):
+
+- data sources: `POST /v1/search` filtered to data sources. A full sync reads them
+  least recently edited first, so that one edited during the sync moves ahead of the
+  reader (and is read) instead of behind it (where the deletion sweep would take it
+  for gone). Each brings its properties (its schema), a child collection replaced
+  with it; a data source found without them is fetched whole.
+- pages: a full sync queries each data source (`POST /v1/data_sources/{id}/query`),
+  the exhaustive listing of its rows (search may lag behind edits). The cursor names
+  the data source and Notion's cursor within it: `<data source id>:<next_cursor>`.
+- users: `GET /v1/users`; users have no edit time, so there is no incremental sync.
+
+Incremental syncs of data sources and pages read the search, most recently edited
+first, and stop at the watermark less an overlap: Notion stamps edits to the minute
+and its search index lags a little behind edits.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Iterator, Mapping
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+import httpx
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ...config import AppConfig
+from .. import register
+from ..base import (
+    ChildSet,
+    ConfigError,
+    Connector,
+    ConnectorMetadata,
+    Page,
+    ProviderError,
+    RateLimiter,
+    Record,
+    Resource,
+)
+from ..http import RETRYABLE, ProviderClient, RetryPolicy
+
+log = logging.getLogger("supasaasy.notion")
+
+API_VERSION = "2025-09-03"
+
+DATA_SOURCE = "notion_data_source"
+PROPERTY = "notion_data_source_property"
+PAGE = "notion_page"
+USER = "notion_user"
+
+RESOURCES = (
+    Resource("data_source", DATA_SOURCE, "Notion data sources (the tables of databases)"),
+    Resource("data_source_property", PROPERTY, "Notion data source properties (their schema)",
+             supports_incremental=False, synced_with_parent="data_source"),
+    Resource("page", PAGE, "Notion pages in data sources (database rows)"),
+    Resource("user", USER, "Notion workspace users (people and bots)",
+             supports_incremental=False),
+)  # fmt: skip
+
+# Flags Notion sets on objects in the trash (`is_archived` in later API versions).
+ARCHIVE_FLAGS = ("archived", "in_trash", "is_archived")
+
+
+class NotionSettings(BaseModel):
+    """The `config` of an app whose connector is `notion`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    api_key_env: str = Field(min_length=1, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    api_base: str = Field(default="https://api.notion.com", pattern=r"^https?://\S+$")
+    page_size: int = Field(default=100, ge=1, le=100)
+    # Notion's documented average rate for an integration.
+    requests_per_second: float = Field(default=3.0, gt=0)
+    max_retries: int = Field(default=5, ge=0, le=20)
+    timeout_seconds: float = Field(default=30.0, gt=0)
+    # How far before the watermark an incremental sync reads edits again.
+    incremental_overlap_seconds: float = Field(default=300.0, ge=0)
+
+
+def _settings(app_key: str, config: dict[str, Any]) -> NotionSettings:
+    if "api_key_env" not in config:
+        default_env = "NOTION_API_KEY_" + re.sub(r"[^A-Z0-9_]", "_", app_key.upper())
+        config = {**config, "api_key_env": default_env}
+    try:
+        return NotionSettings.model_validate(config)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"config.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+        )
+        raise ConfigError(f"app {app_key!r} (notion): {problems}") from None
+
+
+class NotionHttp(ProviderClient):
+    """ProviderClient that also POSTs (search and queries are POSTs) and reads Notion's
+    error bodies (`{"object": "error", "code": ..., "message": ...}`)."""
+
+    def get_json(self, path: str, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        return self._request("GET", path, params=params)
+
+    def post_json(self, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        return self._request("POST", path, body=body)
+
+    def _request(
+        self,
+        method: Literal["GET", "POST"],
+        path: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        body: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        attempt = 0
+        while True:
+            self.acquire()
+            try:
+                response = self.client.request(method, path, params=params, json=body)
+            except httpx.TransportError as exc:
+                failure = exc.__class__.__name__
+                status, retry_after = None, None
+            else:
+                if response.is_success:
+                    return self._parsed(method, path, response)
+                status = response.status_code
+                if status not in RETRYABLE:
+                    raise ProviderError(
+                        f"{self.name} {method} {path} failed: {status} {self._message(response)}",
+                        status=status,
+                    )
+                failure = f"{status} {self._message(response)}"
+                retry_after = response.headers.get("Retry-After")
+            attempt += 1
+            if attempt > self.retry.max_retries:
+                raise ProviderError(
+                    f"{self.name} {method} {path} failed after {self.retry.max_retries} "
+                    f"retries: {failure}",
+                    status=status,
+                )
+            self.sleep(self.retry.delay(attempt, retry_after))
+
+    def _parsed(self, method: str, path: str, response: httpx.Response) -> dict[str, Any]:
+        try:
+            body = orjson.loads(response.content)
+        except orjson.JSONDecodeError:
+            raise ProviderError(
+                f"{self.name} {method} {path} returned a body that is not JSON"
+            ) from None
+        if not isinstance(body, dict):
+            raise ProviderError(f"{self.name} {method} {path} returned JSON that is not an object")
+        return body
+
+    @staticmethod
+    def _message(response: httpx.Response) -> str:
+        """Notion's own error code and message, if its body has them (never our request)."""
+        try:
+            body = orjson.loads(response.content)
+        except orjson.JSONDecodeError:
+            return response.reason_phrase
+        message = body.get("message") if isinstance(body, dict) else None
+        if not isinstance(message, str):
+            return response.reason_phrase
+        code = body.get("code")
+        return (f"{code}: {message}" if isinstance(code, str) else message)[:300]
+
+
+@register
+class NotionConnector(Connector):
+    metadata = ConnectorMetadata(
+        name="notion",
+        display_name="Notion",
+        api_version=API_VERSION,
+        resources=RESOURCES,
+        sql_files=("views.sql",),
+    )
+
+    def __init__(self, app: AppConfig, *, rate_limiter: RateLimiter | None = None) -> None:
+        super().__init__(app, rate_limiter=rate_limiter)
+        self.settings = _settings(app.app_key, app.config)
+        token = os.environ.get(self.settings.api_key_env, "").strip()
+        if not token:
+            raise ConfigError(
+                f"app {app.app_key!r} (notion): environment variable "
+                f"{self.settings.api_key_env} (config.api_key_env) is not set"
+            )
+        self.http = NotionHttp(
+            "Notion",
+            httpx.Client(
+                base_url=self.settings.api_base,
+                headers={
+                    "Authorization": f"Bearer {token}",
+                    "Notion-Version": API_VERSION,
+                    "Accept": "application/json",
+                },
+                timeout=self.settings.timeout_seconds,
+            ),
+            lambda: self.rate_limiter.acquire(),
+            RetryPolicy(max_retries=self.settings.max_retries),
+        )
+
+    @property
+    def requests_per_second(self) -> float:
+        return self.settings.requests_per_second
+
+    @property
+    def incremental_horizon(self) -> float | None:
+        return None  # the search reaches back to any edit
+
+    def close(self) -> None:
+        self.http.client.close()
+
+    # -- sync ------------------------------------------------------------------
+
+    def full_sync(self, resource_type: str, *, cursor: str | None = None) -> Iterator[Page]:
+        self._task_resource(resource_type)
+        if resource_type == "data_source":
+            yield from self._data_sources(cursor, since=None)
+        elif resource_type == "page":
+            yield from self._data_source_rows(cursor)
+        else:
+            yield from self._users(cursor)
+
+    def incremental_sync(
+        self, resource_type: str, *, since: datetime, cursor: str | None = None
+    ) -> Iterator[Page]:
+        resource = self._task_resource(resource_type)
+        if not resource.supports_incremental:
+            raise ConfigError(f"notion {resource_type} has no incremental sync; run a full sync")
+        if resource_type == "data_source":
+            yield from self._data_sources(cursor, since=since)
+        else:
+            yield from self._edited_pages(since, cursor)
+
+    # -- data sources and their properties -------------------------------------
+
+    def _data_sources(self, cursor: str | None, since: datetime | None) -> Iterator[Page]:
+        """Every data source (least recently edited first), or those edited since `since`
+        (most recently edited first, stopping at the watermark)."""
+        floor = self._edited_floor(since) if since is not None else None
+        direction = "ascending" if since is None else "descending"
+        for objects, after in self._search("data_source", direction, cursor):
+            page = Page(cursor=after)
+            for obj in objects:
+                if obj.get("object") != "data_source":
+                    continue
+                if floor is not None and _timestamp(obj, "last_edited_time") < floor:
+                    page.cursor = None  # the rest were edited before the watermark
+                    break
+                if not self._before_sync_from(obj):
+                    self._add_data_source(page, obj)
+            yield page
+            if page.cursor is None:
+                return
+
+    def _add_data_source(self, page: Page, found: dict[str, Any]) -> None:
+        source_id = found["id"]
+        source = found
+        if not isinstance(found.get("properties"), dict):
+            try:
+                source = self.http.get_json(f"/v1/data_sources/{source_id}")
+            except ProviderError as exc:
+                if exc.status != 404:
+                    raise
+                log.warning("notion data source %s is gone; skipped", source_id)
+                return
+        properties = source.get("properties")
+        if source.get("id") != source_id or not isinstance(properties, dict):
+            raise ProviderError(f"Notion data source {source_id} came without its properties")
+        page.records.append(Record(DATA_SOURCE, source_id, source, archived=_archived(source)))
+        for name, schema in properties.items():
+            if not isinstance(schema, dict) or not isinstance(schema.get("id"), str):
+                raise ProviderError(
+                    f"Notion data source {source_id} has a malformed property {name!r} (no id)"
+                )
+            page.records.append(
+                Record(
+                    PROPERTY,
+                    f"{source_id}:{schema['id']}",
+                    {
+                        "data_source_id": source_id,
+                        "property_id": schema["id"],
+                        "name": name,
+                        "type": schema.get("type"),
+                        "config": schema,
+                    },
+                )
+            )
+        # After this page, the data source's properties are exactly those above.
+        page.child_sets.append(ChildSet(PROPERTY, "data_source_id", source_id))
+
+    # -- pages -----------------------------------------------------------------
+
+    def _data_source_rows(self, cursor: str | None) -> Iterator[Page]:
+        """The rows of every data source, data source by data source in id order, each
+        oldest first. A cursor whose data source is gone resumes at the next one."""
+        resume_id, _, resume_after = (cursor or "").partition(":")
+        ids = [i for i in self._data_source_ids() if i >= resume_id]
+        if not ids:
+            yield Page()
+            return
+        request: dict[str, Any] = {
+            "page_size": self.settings.page_size,
+            "sorts": [{"timestamp": "created_time", "direction": "ascending"}],
+        }
+        if self.app.sync_from is not None:
+            request["filter"] = {
+                "timestamp": "created_time",
+                "created_time": {"on_or_after": self.app.sync_from.isoformat()},
+            }
+        for n, source_id in enumerate(ids):
+            following = f"{ids[n + 1]}:" if n + 1 < len(ids) else None
+            start = (resume_after or None) if source_id == resume_id else None
+            path = f"/v1/data_sources/{source_id}/query"
+            try:
+                for objects, after in self._list("POST", path, request, start):
+                    page = Page(cursor=f"{source_id}:{after}" if after else following)
+                    for obj in objects:
+                        if obj.get("object") == "page":
+                            page.records.append(
+                                Record(PAGE, obj["id"], obj, archived=_archived(obj))
+                            )
+                    yield page
+            except ProviderError as exc:
+                if exc.status != 404:
+                    raise
+                log.warning("notion data source %s is gone; its pages skipped", source_id)
+                if following is None:
+                    yield Page()
+
+    def _edited_pages(self, since: datetime, cursor: str | None) -> Iterator[Page]:
+        """Rows of data sources edited since `since`, most recently edited first."""
+        floor = self._edited_floor(since)
+        for objects, after in self._search("page", "descending", cursor):
+            page = Page(cursor=after)
+            for obj in objects:
+                if obj.get("object") != "page":
+                    continue
+                if _timestamp(obj, "last_edited_time") < floor:
+                    page.cursor = None
+                    break
+                if _in_data_source(obj) and not self._before_sync_from(obj):
+                    page.records.append(Record(PAGE, obj["id"], obj, archived=_archived(obj)))
+            yield page
+            if page.cursor is None:
+                return
+
+    # -- users -----------------------------------------------------------------
+
+    def _users(self, cursor: str | None) -> Iterator[Page]:
+        request = {"page_size": self.settings.page_size}
+        for objects, after in self._list("GET", "/v1/users", request, cursor):
+            yield Page(records=[Record(USER, obj["id"], obj) for obj in objects], cursor=after)
+
+    # -- helpers ---------------------------------------------------------------
+
+    def _task_resource(self, resource_type: str) -> Resource:
+        resource = self.metadata.resource(resource_type)
+        if resource.synced_with_parent is not None:
+            raise ConfigError(
+                f"notion {resource_type} is synced with its {resource.synced_with_parent}"
+            )
+        return resource
+
+    def _data_source_ids(self) -> list[str]:
+        ids = {
+            obj["id"]
+            for objects, _ in self._search("data_source", "ascending", None)
+            for obj in objects
+            if obj.get("object") == "data_source"
+        }
+        return sorted(ids)
+
+    def _search(
+        self, kind: str, direction: str, cursor: str | None
+    ) -> Iterator[tuple[list[dict[str, Any]], str | None]]:
+        request = {
+            "filter": {"property": "object", "value": kind},
+            "sort": {"timestamp": "last_edited_time", "direction": direction},
+            "page_size": self.settings.page_size,
+        }
+        return self._list("POST", "/v1/search", request, cursor)
+
+    def _list(
+        self,
+        method: Literal["GET", "POST"],
+        path: str,
+        request: dict[str, Any],
+        cursor: str | None,
+    ) -> Iterator[tuple[list[dict[str, Any]], str | None]]:
+        """(objects, cursor after them or None at the end) for each page of a list."""
+        while True:
+            sent = {**request, "start_cursor": cursor} if cursor else request
+            if method == "GET":
+                body = self.http.get_json(path, sent)
+            else:
+                body = self.http.post_json(path, sent)
+            objects, cursor = _list_page(body, f"{method} {path}")
+            yield objects, cursor
+            if cursor is None:
+                return
+
+    def _edited_floor(self, since: datetime) -> datetime:
+        """The oldest edit time an incremental sync from `since` reads: the watermark less
+        the overlap, down to the minute (Notion's edit times are whole minutes)."""
+        floor = since - timedelta(seconds=self.settings.incremental_overlap_seconds)
+        return floor.replace(second=0, microsecond=0)
+
+    def _before_sync_from(self, obj: dict[str, Any]) -> bool:
+        sync_from = self.app.sync_from
+        return sync_from is not None and _timestamp(obj, "created_time") < sync_from
+
+
+def _list_page(body: dict[str, Any], where: str) -> tuple[list[dict[str, Any]], str | None]:
+    results, has_more, after = body.get("results"), body.get("has_more"), body.get("next_cursor")
+    if not isinstance(results, list) or not isinstance(has_more, bool):
+        raise ProviderError(f"Notion {where} returned a page without results/has_more")
+    if has_more and not (isinstance(after, str) and after):
+        raise ProviderError(f"Notion {where} returned has_more without a next_cursor")
+    status = body.get("request_status")
+    if isinstance(status, dict) and status.get("type") == "incomplete":
+        # What was not listed would pass for deleted (or unchanged): fail instead.
+        raise ProviderError(
+            f"Notion {where} returned incomplete results: {status.get('incomplete_reason')}"
+        )
+    for position, obj in enumerate(results):
+        if not isinstance(obj, dict) or not isinstance(obj.get("id"), str) or not obj["id"]:
+            raise ProviderError(
+                f"Notion returned a malformed object (no id) at position {position} "
+                f"of a page of {where}"
+            )
+    return results, after if has_more else None
+
+
+def _timestamp(obj: dict[str, Any], field: str) -> datetime:
+    value = obj.get(field)
+    try:
+        parsed = datetime.fromisoformat(value) if isinstance(value, str) else None
+    except ValueError:
+        parsed = None
+    if parsed is None or parsed.tzinfo is None:
+        raise ProviderError(
+            f"Notion {obj.get('object', 'object')} {obj['id']} has no valid {field}"
+        )
+    return parsed
+
+
+def _archived(obj: dict[str, Any]) -> bool:
+    return any(obj.get(flag) is True for flag in ARCHIVE_FLAGS)
+
+
+def _in_data_source(page: dict[str, Any]) -> bool:
+    parent = page.get("parent")
+    return isinstance(parent, dict) and parent.get("type") == "data_source_id"

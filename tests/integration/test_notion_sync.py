@@ -1,0 +1,341 @@
+"""Notion synced into the real stack through the connector and the batched writer, with
+Notion mocked at its HTTP edge by a small stateful fake: counts per collection, Notion
+ids as external ids, the deletion sweep, incremental sync, and the typed views."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+import respx
+
+import supasaasy.connectors.notion  # noqa: F401  (registers the connector)
+from supasaasy.config import AppConfig
+from supasaasy.connectors import create_connector
+from supasaasy.db import Database
+from supasaasy.devstack import StackInfo
+from supasaasy.models import SyncMode
+from supasaasy.sync import ResourceSync, SharedRateLimiter, SyncOutcome
+
+API = "https://api.notion.com"
+TOKEN = "ntn_integration_secret"
+Pg = psycopg.Connection[tuple[object, ...]]
+
+TASKS = "1b6e2c4a-1111-4a4a-8a8a-000000000001"
+NOTES = "1b6e2c4a-2222-4a4a-8a8a-000000000002"
+DATABASE = "9d0f0000-0000-4000-8000-00000000d0d0"
+OLD = "2025-01-01T09:00:00.000Z"
+
+
+def notion_time(moment: datetime) -> str:
+    """Notion's format: whole minutes, in UTC, with milliseconds."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:00.000Z")
+
+
+def property_schema(prop_id: str, name: str, kind: str) -> dict[str, Any]:
+    return {"id": prop_id, "name": name, "type": kind, kind: {}}
+
+
+def notion_page(page_id: str, source_id: str | None, title: str, **extra: Any) -> dict[str, Any]:
+    parent = (
+        {"type": "data_source_id", "data_source_id": source_id, "database_id": DATABASE}
+        if source_id
+        else {"type": "workspace", "workspace": True}
+    )
+    return {
+        "object": "page", "id": page_id, "parent": parent,
+        "properties": {
+            "Name": {"id": "title", "type": "title",
+                     "title": [{"plain_text": title[:3]}, {"plain_text": title[3:]}]},
+            "Done": {"id": "d%3Ax", "type": "checkbox", "checkbox": False},
+        },
+        "archived": False, "in_trash": False, "icon": None, "cover": None,
+        "created_time": "2024-06-01T08:00:00.000Z", "last_edited_time": OLD,
+        "created_by": {"object": "user", "id": "user-ada"},
+        "last_edited_by": {"object": "user", "id": "user-ada"},
+        "url": f"https://www.notion.so/{page_id.replace('-', '')}", "public_url": None,
+        **extra,
+    }  # fmt: skip
+
+
+class FakeNotion:
+    """The endpoints the connector uses, over objects the test can change."""
+
+    def __init__(self) -> None:
+        self.data_sources: dict[str, dict[str, Any]] = {}
+        self.rows: dict[str, list[dict[str, Any]]] = {}
+        self.standalone: list[dict[str, Any]] = []
+        self.users: list[dict[str, Any]] = []
+        self.requests: list[tuple[str, str]] = []
+
+    def add_data_source(
+        self, source_id: str, title: str, props: list[tuple[str, str, str]]
+    ) -> None:
+        self.data_sources[source_id] = {
+            "object": "data_source", "id": source_id,
+            "parent": {"type": "database_id", "database_id": DATABASE},
+            "database_parent": {"type": "workspace", "workspace": True},
+            "title": [{"type": "text", "text": {"content": title, "link": None},
+                       "plain_text": title}],
+            "description": [],
+            "properties": {name: property_schema(pid, name, kind) for pid, name, kind in props},
+            "archived": False, "in_trash": False, "icon": {"type": "emoji", "emoji": "✅"},
+            "cover": None, "created_time": "2024-02-01T10:00:00.000Z", "last_edited_time": OLD,
+            "created_by": {"object": "user", "id": "user-ada"},
+            "last_edited_by": {"object": "user", "id": "user-ada"},
+            "url": f"https://www.notion.so/{source_id.replace('-', '')}", "public_url": None,
+        }  # fmt: skip
+        self.rows[source_id] = []
+
+    @staticmethod
+    def _listing(items: list[dict[str, Any]], size: int, cursor: str | None) -> httpx.Response:
+        start = int(cursor or 0)
+        more = start + size < len(items)
+        return httpx.Response(200, json={
+            "object": "list", "results": items[start:start + size],
+            "next_cursor": str(start + size) if more else None, "has_more": more,
+            "type": "page_or_data_source", "page_or_data_source": {}})  # fmt: skip
+
+    def search(self, request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        self.requests.append(("search", body["filter"]["value"]))
+        if body["filter"]["value"] == "data_source":
+            items = list(self.data_sources.values())
+        else:
+            items = [p for rows in self.rows.values() for p in rows] + self.standalone
+        descending = body["sort"]["direction"] == "descending"
+        items.sort(key=lambda o: (o["last_edited_time"], o["id"]), reverse=descending)
+        return self._listing(items, body["page_size"], body.get("start_cursor"))
+
+    def query(self, request: httpx.Request, source_id: str) -> httpx.Response:
+        self.requests.append(("query", source_id))
+        if source_id not in self.data_sources:
+            gone = {"object": "error", "status": 404, "code": "object_not_found", "message": "gone"}
+            return httpx.Response(404, json=gone)
+        body = json.loads(request.content)
+        rows = sorted(self.rows[source_id], key=lambda o: (o["created_time"], o["id"]))
+        return self._listing(rows, body["page_size"], body.get("start_cursor"))
+
+    def list_users(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(("users", ""))
+        params = request.url.params
+        return self._listing(self.users, int(params["page_size"]), params.get("start_cursor"))
+
+
+@pytest.fixture
+def notion(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeNotion]:
+    monkeypatch.setenv("NOTION_TEST_TOKEN", TOKEN)
+    fake = FakeNotion()
+    fake.add_data_source(TASKS, "Tasks", [("title", "Name", "title"), ("d%3Ax", "Done", "checkbox"),
+                                          ("p%7Cq", "Owner", "people")])  # fmt: skip
+    fake.add_data_source(NOTES, "Notes", [("title", "Name", "title"), ("t%40g", "Tag", "select")])
+    fake.rows[TASKS] = [notion_page(f"page-task-{n}", TASKS, f"Task {n}") for n in range(1, 5)]
+    fake.rows[TASKS].append(notion_page("page-task-5", TASKS, "Task 5", in_trash=True,
+                                        archived=True))  # fmt: skip
+    fake.rows[NOTES] = [notion_page(f"page-note-{n}", NOTES, f"Note {n}") for n in (1, 2)]
+    fake.standalone = [notion_page("page-standalone", None, "Workspace home")]
+    fake.users = [
+        {"object": "user", "id": "user-ada", "type": "person", "name": "Ada",
+         "avatar_url": None, "person": {"email": "ada@example.com"}},
+        {"object": "user", "id": "user-bob", "type": "person", "name": "Bob",
+         "avatar_url": "https://example.com/bob.png", "person": {"email": "bob@example.com"}},
+        {"object": "user", "id": "user-bot", "type": "bot", "name": "Sync bot", "avatar_url": None,
+         "bot": {"owner": {"type": "workspace", "workspace": True},
+                 "workspace_name": "Acme"}},
+    ]  # fmt: skip
+    with respx.mock(assert_all_mocked=False, assert_all_called=False) as respx_mock:
+        respx_mock.route(host="127.0.0.1").pass_through()  # our own PostgREST
+        respx_mock.post(f"{API}/v1/search").mock(side_effect=fake.search)
+        respx_mock.post(url__regex=rf"{API}/v1/data_sources/(?P<source_id>[^/]+)/query").mock(
+            side_effect=fake.query
+        )
+        respx_mock.get(f"{API}/v1/users").mock(side_effect=fake.list_users)
+        yield fake
+
+
+def app(app_key: str) -> AppConfig:
+    return AppConfig(app_key=app_key, connector="notion",
+                     config={"api_key_env": "NOTION_TEST_TOKEN", "page_size": 2})  # fmt: skip
+
+
+def sync(
+    db: Database, application: AppConfig, resources: list[str], mode: SyncMode = "full"
+) -> dict[str, SyncOutcome]:
+    """One job over `resources`, each task claimed and run to its end."""
+    job = db.create_sync_job(application.app_key, mode, resources)
+    outcomes: dict[str, SyncOutcome] = {}
+    while (task := db.claim_task(job.id)) is not None:
+        limiter = SharedRateLimiter(db, application.app_key, per_second=500)
+        connector = create_connector(application, rate_limiter=limiter)
+        try:
+            outcomes[task.resource_type] = ResourceSync(db, connector, batch_rows=3).run(task, mode)
+        finally:
+            connector.close()
+    assert db.get_active_job(application.app_key) is None  # every task finished
+    return outcomes
+
+
+def stored(pg: Pg, app_key: str) -> dict[str, set[str]]:
+    found: dict[str, set[str]] = {}
+    for collection, external_id in pg.execute(
+        "select collection_key, external_id from supasaasy.entities"
+        " where app_key = %s and deleted_at is null",
+        (app_key,),
+    ):
+        found.setdefault(str(collection), set()).add(str(external_id))
+    return found
+
+
+def test_full_sync_stores_every_object_and_sweeps_what_is_gone(
+    db: Database, pg: Pg, app_key: str, notion: FakeNotion
+) -> None:
+    application = app(app_key)
+    first = sync(db, application, ["data_source", "page", "user"])
+    assert all(o.finished and o.progress.mode == "full" for o in first.values())
+    assert stored(pg, app_key) == {
+        "notion_data_source": {TASKS, NOTES},
+        "notion_data_source_property": {f"{TASKS}:title", f"{TASKS}:d%3Ax", f"{TASKS}:p%7Cq",
+                                        f"{NOTES}:title", f"{NOTES}:t%40g"},
+        "notion_page": {"page-task-1", "page-task-2", "page-task-3", "page-task-4",
+                        "page-task-5", "page-note-1", "page-note-2"},
+        "notion_user": {"user-ada", "user-bob", "user-bot"},
+    }  # fmt: skip
+    assert (first["data_source"].progress.created, first["page"].progress.created,
+            first["user"].progress.created) == (7, 7, 3)  # fmt: skip
+    assert first["page"].progress.pages == 4  # pages of two, data source by data source
+    archived = pg.execute(
+        "select external_id from supasaasy.entities where app_key = %s"
+        " and archived_at is not null", (app_key,)).fetchall()  # fmt: skip
+    assert archived == [("page-task-5",)]
+    assert ("query", TASKS) in notion.requests and ("query", NOTES) in notion.requests
+
+    # Upstream: the Notes data source and a Tasks row are deleted, a Tasks property
+    # is removed, a user leaves, a row is renamed.
+    del notion.data_sources[NOTES]
+    del notion.rows[NOTES]
+    del notion.data_sources[TASKS]["properties"]["Owner"]
+    notion.rows[TASKS] = [p for p in notion.rows[TASKS] if p["id"] != "page-task-2"]
+    notion.rows[TASKS][0]["properties"]["Name"]["title"] = [{"plain_text": "Renamed"}]
+    notion.users = [u for u in notion.users if u["id"] != "user-bob"]
+
+    second = sync(db, application, ["data_source", "page", "user"])
+    assert stored(pg, app_key) == {
+        "notion_data_source": {TASKS},
+        "notion_data_source_property": {f"{TASKS}:title", f"{TASKS}:d%3Ax"},
+        "notion_page": {"page-task-1", "page-task-3", "page-task-4", "page-task-5"},
+        "notion_user": {"user-ada", "user-bot"},
+    }  # fmt: skip
+    # Notes, its two properties, and the Owner property of Tasks.
+    assert second["data_source"].progress.deleted == 4
+    assert (second["page"].progress.deleted, second["page"].progress.updated) == (3, 1)
+    assert (second["user"].progress.deleted, second["user"].progress.unchanged) == (1, 2)
+    renamed = pg.execute(
+        "select raw_payload -> 'properties' -> 'Name' -> 'title' -> 0 ->> 'plain_text'"
+        " from supasaasy.entities where app_key = %s and external_id = 'page-task-1'",
+        (app_key,)).fetchone()  # fmt: skip
+    assert renamed == ("Renamed",)
+
+
+def test_incremental_sync_reads_the_edits_since_the_watermark(
+    db: Database, pg: Pg, app_key: str, notion: FakeNotion
+) -> None:
+    application = app(app_key)
+    sync(db, application, ["data_source", "page", "user"])
+
+    now = notion_time(datetime.now(UTC))
+    notion.rows[TASKS][2]["properties"]["Done"]["checkbox"] = True
+    notion.rows[TASKS][2]["last_edited_time"] = now
+    notion.rows[NOTES].append(notion_page("page-note-3", NOTES, "Note 3", created_time=now,
+                                          last_edited_time=now))  # fmt: skip
+    notion.standalone[0]["last_edited_time"] = now  # not a data source row: not synced
+    notion.users.append({"object": "user", "id": "user-cy", "type": "person", "name": "Cy"})
+    notion.requests.clear()
+
+    again = sync(db, application, ["data_source", "page", "user"], mode="incremental")
+    assert {r: o.progress.mode for r, o in again.items()} == {
+        "data_source": "incremental", "page": "incremental", "user": "full"}  # fmt: skip
+    page = again["page"].progress
+    assert (page.created, page.updated, page.unchanged, page.deleted) == (1, 1, 0, 0)
+    assert again["data_source"].progress.entity_count == 0  # no data source was edited
+    assert again["user"].progress.created == 1
+    assert not [r for r in notion.requests if r[0] == "query"]  # the search alone
+    rows = stored(pg, app_key)
+    assert "page-note-3" in rows["notion_page"] and "page-standalone" not in rows["notion_page"]
+    done = pg.execute(
+        "select (raw_payload -> 'properties' -> 'Done' ->> 'checkbox')::boolean"
+        " from supasaasy.entities where app_key = %s and external_id = 'page-task-3'",
+        (app_key,)).fetchone()  # fmt: skip
+    assert done == (True,)
+
+
+VIEWS = ("notion_data_sources", "notion_data_source_properties", "notion_pages", "notion_users")
+
+
+def test_typed_views_read_the_synced_rows_for_the_service_role_only(
+    db: Database, pg: Pg, app_key: str, notion: FakeNotion, stack: StackInfo
+) -> None:
+    sync(db, app(app_key), ["data_source", "page", "user"])
+
+    sources = pg.execute(
+        "select external_id, title, description, database_id, archived, in_trash,"
+        " icon ->> 'emoji', created_by_id, notion_created_at, notion_last_edited_at"
+        " from supasaasy.notion_data_sources where app_key = %s order by external_id",
+        (app_key,)).fetchall()  # fmt: skip
+    created = datetime(2024, 2, 1, 10, tzinfo=UTC)
+    edited = datetime(2025, 1, 1, 9, tzinfo=UTC)
+    assert sources == [
+        (TASKS, "Tasks", None, DATABASE, False, False, "✅", "user-ada", created, edited),
+        (NOTES, "Notes", None, DATABASE, False, False, "✅", "user-ada", created, edited),
+    ]
+    props = pg.execute(
+        "select external_id, data_source_id, property_id, name, type, config ->> 'type'"
+        " from supasaasy.notion_data_source_properties where app_key = %s"
+        " and data_source_id = %s order by name", (app_key, TASKS)).fetchall()  # fmt: skip
+    assert props == [
+        (f"{TASKS}:d%3Ax", TASKS, "d%3Ax", "Done", "checkbox", "checkbox"),
+        (f"{TASKS}:title", TASKS, "title", "Name", "title", "title"),
+        (f"{TASKS}:p%7Cq", TASKS, "p%7Cq", "Owner", "people", "people"),
+    ]
+    pages = pg.execute(
+        "select external_id, data_source_id, database_id, title, archived, in_trash,"
+        " archived_at is not null, properties -> 'Done' ->> 'type', last_edited_by_id"
+        " from supasaasy.notion_pages where app_key = %s and external_id like 'page-task-%%'"
+        " order by external_id", (app_key,)).fetchall()  # fmt: skip
+    assert pages[0] == ("page-task-1", TASKS, DATABASE, "Task 1", False, False, False,
+                        "checkbox", "user-ada")  # fmt: skip
+    assert pages[4] == ("page-task-5", TASKS, DATABASE, "Task 5", True, True, True,
+                        "checkbox", "user-ada")  # fmt: skip
+    users = pg.execute(
+        "select external_id, name, type, email, bot_owner_type, bot_workspace_name"
+        " from supasaasy.notion_users where app_key = %s order by external_id",
+        (app_key,)).fetchall()  # fmt: skip
+    assert users == [
+        ("user-ada", "Ada", "person", "ada@example.com", None, None),
+        ("user-bob", "Bob", "person", "bob@example.com", None, None),
+        ("user-bot", "Sync bot", "bot", None, "workspace", "Acme"),
+    ]
+
+    # Through PostgREST: the service role reads the views; anon is refused.
+    via_rest = (
+        db.rest.table("notion_pages").select("external_id,title,notion_created_at")
+        .eq("app_key", app_key).eq("external_id", "page-note-2").execute().data
+    )  # fmt: skip
+    assert via_rest == [{"external_id": "page-note-2", "title": "Note 2",
+                         "notion_created_at": "2024-06-01T08:00:00+00:00"}]  # fmt: skip
+    for view in VIEWS:
+        refused = httpx.get(
+            f"{stack.supabase_url}/rest/v1/{view}",
+            headers={"apikey": stack.anon_key, "Authorization": f"Bearer {stack.anon_key}",
+                     "Accept-Profile": "supasaasy"},
+        )  # fmt: skip
+        assert refused.status_code in (401, 403), (view, refused.text)
+        assert app_key not in refused.text
+        for role, expected in (("anon", False), ("authenticated", False), ("service_role", True)):
+            granted = pg.execute("select has_table_privilege(%s, %s, 'select')",
+                                 (role, f"supasaasy.{view}")).fetchone()  # fmt: skip
+            assert granted == (expected,), (role, view)
