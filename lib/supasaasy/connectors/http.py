@@ -36,7 +36,9 @@ class RetryPolicy:
 
 
 class ProviderClient:
-    """GET JSON from one provider with retries and a shared request rate."""
+    """JSON from one provider, with retries and a shared request rate. Subclasses
+    read their provider's error bodies (`_message`) and rate-limit headers
+    (`_retry_after`)."""
 
     def __init__(
         self,
@@ -53,51 +55,77 @@ class ProviderClient:
         self.sleep = sleep
 
     def get_json(self, path: str, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        return self.request_json("GET", path, params=params)
+
+    def post_json(self, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        return self.request_json("POST", path, body=body)
+
+    def request_json(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        body: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """The JSON object answered; ProviderError once retries run out, or at once for
+        an answer that retrying cannot change."""
+        content = orjson.dumps(body) if body is not None else None
+        headers = {"Content-Type": "application/json"} if content is not None else None
         attempt = 0
         while True:
             self.acquire()
             try:
-                response = self.client.get(path, params=params)
+                response = self.client.request(
+                    method, path, params=params, content=content, headers=headers
+                )
             except httpx.TransportError as exc:
-                failure = f"{exc.__class__.__name__}"
+                failure = exc.__class__.__name__
                 status, retry_after = None, None
             else:
                 if response.is_success:
-                    return self._json(path, response)
+                    return self._object(method, path, response)
                 status = response.status_code
                 if status not in RETRYABLE:
                     raise ProviderError(
-                        f"{self.name} GET {path} failed: {status} {self._message(response)}",
+                        f"{self.name} {method} {path} failed: {status} {self._message(response)}",
                         status=status,
                     )
                 failure = f"{status} {self._message(response)}"
-                retry_after = response.headers.get("Retry-After")
+                retry_after = self._retry_after(response)
             attempt += 1
             if attempt > self.retry.max_retries:
                 raise ProviderError(
-                    f"{self.name} GET {path} failed after {self.retry.max_retries} retries: "
-                    f"{failure}",
+                    f"{self.name} {method} {path} failed after {self.retry.max_retries} "
+                    f"retries: {failure}",
                     status=status,
                 )
             self.sleep(self.retry.delay(attempt, retry_after))
 
-    def _json(self, path: str, response: httpx.Response) -> dict[str, Any]:
+    def _object(self, method: str, path: str, response: httpx.Response) -> dict[str, Any]:
+        if not response.content.strip():
+            return {}
         try:
             body = orjson.loads(response.content)  # pages are large: orjson is 3x faster
         except orjson.JSONDecodeError:
             raise ProviderError(
-                f"{self.name} GET {path} returned a body that is not JSON"
+                f"{self.name} {method} {path} returned a body that is not JSON"
             ) from None
         if not isinstance(body, dict):
-            raise ProviderError(f"{self.name} GET {path} returned JSON that is not an object")
+            raise ProviderError(f"{self.name} {method} {path} returned JSON that is not an object")
         return body
+
+    def _retry_after(self, response: httpx.Response) -> str | None:
+        """How long the provider asks us to wait, in seconds (Retry-After)."""
+        given: str | None = response.headers.get("Retry-After")
+        return given
 
     @staticmethod
     def _message(response: httpx.Response) -> str:
         """The provider's own error message, if its body has one (never our request)."""
         try:
-            error = response.json().get("error")
-        except (ValueError, AttributeError):
+            error = orjson.loads(response.content).get("error")
+        except (orjson.JSONDecodeError, AttributeError):
             return response.reason_phrase
         if isinstance(error, dict) and isinstance(error.get("message"), str):
             return str(error["message"])[:300]

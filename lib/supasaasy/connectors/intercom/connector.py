@@ -36,7 +36,7 @@ import math
 import os
 import re
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any
 
@@ -58,7 +58,7 @@ from ..base import (
     Record,
     Resource,
 )
-from ..http import RETRYABLE, ProviderClient, RetryPolicy
+from ..http import ProviderClient, RetryPolicy
 
 log = logging.getLogger("supasaasy.connectors.intercom")
 
@@ -134,52 +134,6 @@ class IntercomClient(ProviderClient):
         super().__init__("Intercom", client, acquire, retry, sleep)
         self.clock = clock
 
-    def get_json(self, path: str, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        return self.request_json("GET", path, params=params)
-
-    def post_json(self, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
-        return self.request_json("POST", path, body=body)
-
-    def request_json(
-        self,
-        method: str,
-        path: str,
-        *,
-        params: Mapping[str, Any] | None = None,
-        body: Mapping[str, Any] | None = None,
-    ) -> dict[str, Any]:
-        content = orjson.dumps(body) if body is not None else None
-        headers = {"Content-Type": "application/json"} if content is not None else None
-        attempt = 0
-        while True:
-            self.acquire()
-            try:
-                response = self.client.request(
-                    method, path, params=params, content=content, headers=headers
-                )
-            except httpx.TransportError as exc:
-                failure = exc.__class__.__name__
-                status, retry_after = None, None
-            else:
-                if response.is_success:
-                    return self._object(method, path, response)
-                status = response.status_code
-                if status not in RETRYABLE:
-                    raise ProviderError(
-                        f"{self.name} {method} {path} failed: {status} {self._message(response)}",
-                        status=status,
-                    )
-                failure = f"{status} {self._message(response)}"
-                retry_after = self._retry_after(response)
-            attempt += 1
-            if attempt > self.retry.max_retries:
-                raise ProviderError(
-                    f"{self.name} {method} {path} failed after {self.retry.max_retries} "
-                    f"retries: {failure}",
-                    status=status,
-                )
-            self.sleep(self.retry.delay(attempt, retry_after))
-
     def _retry_after(self, response: httpx.Response) -> str | None:
         """Retry-After if given; for a 429, else the seconds until X-RateLimit-Reset."""
         given: str | None = response.headers.get("Retry-After")
@@ -190,19 +144,6 @@ class IntercomClient(ProviderClient):
         except (KeyError, ValueError):
             return None
         return str(wait) if wait > 0 else None
-
-    def _object(self, method: str, path: str, response: httpx.Response) -> dict[str, Any]:
-        if not response.content.strip():
-            return {}
-        try:
-            body = orjson.loads(response.content)
-        except orjson.JSONDecodeError:
-            raise ProviderError(
-                f"{self.name} {method} {path} returned a body that is not JSON"
-            ) from None
-        if not isinstance(body, dict):
-            raise ProviderError(f"{self.name} {method} {path} returned JSON that is not an object")
-        return body
 
     @staticmethod
     def _message(response: httpx.Response) -> str:

@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import os
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
@@ -45,7 +45,7 @@ from ..base import (
     Record,
     Resource,
 )
-from ..http import RETRYABLE, ProviderClient, RetryPolicy
+from ..http import ProviderClient, RetryPolicy
 
 log = logging.getLogger("supasaasy.notion")
 
@@ -99,61 +99,8 @@ def _settings(app_key: str, config: dict[str, Any]) -> NotionSettings:
 
 
 class NotionHttp(ProviderClient):
-    """ProviderClient that also POSTs (search and queries are POSTs) and reads Notion's
-    error bodies (`{"object": "error", "code": ..., "message": ...}`)."""
-
-    def get_json(self, path: str, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        return self._request("GET", path, params=params)
-
-    def post_json(self, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
-        return self._request("POST", path, body=body)
-
-    def _request(
-        self,
-        method: Literal["GET", "POST"],
-        path: str,
-        *,
-        params: Mapping[str, Any] | None = None,
-        body: Mapping[str, Any] | None = None,
-    ) -> dict[str, Any]:
-        attempt = 0
-        while True:
-            self.acquire()
-            try:
-                response = self.client.request(method, path, params=params, json=body)
-            except httpx.TransportError as exc:
-                failure = exc.__class__.__name__
-                status, retry_after = None, None
-            else:
-                if response.is_success:
-                    return self._parsed(method, path, response)
-                status = response.status_code
-                if status not in RETRYABLE:
-                    raise ProviderError(
-                        f"{self.name} {method} {path} failed: {status} {self._message(response)}",
-                        status=status,
-                    )
-                failure = f"{status} {self._message(response)}"
-                retry_after = response.headers.get("Retry-After")
-            attempt += 1
-            if attempt > self.retry.max_retries:
-                raise ProviderError(
-                    f"{self.name} {method} {path} failed after {self.retry.max_retries} "
-                    f"retries: {failure}",
-                    status=status,
-                )
-            self.sleep(self.retry.delay(attempt, retry_after))
-
-    def _parsed(self, method: str, path: str, response: httpx.Response) -> dict[str, Any]:
-        try:
-            body = orjson.loads(response.content)
-        except orjson.JSONDecodeError:
-            raise ProviderError(
-                f"{self.name} {method} {path} returned a body that is not JSON"
-            ) from None
-        if not isinstance(body, dict):
-            raise ProviderError(f"{self.name} {method} {path} returned JSON that is not an object")
-        return body
+    """ProviderClient reading Notion's error bodies (`{"object": "error", "code": ...,
+    "message": ...}`)."""
 
     @staticmethod
     def _message(response: httpx.Response) -> str:
