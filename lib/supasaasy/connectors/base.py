@@ -7,11 +7,15 @@ checkpoints, and stops between pages when the caller asks (by no longer iteratin
 
 from __future__ import annotations
 
+import os
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
+
+from pydantic import BaseModel, ValidationError
 
 from ..config import AppConfig
 from ..errors import SupasaasyError
@@ -103,6 +107,39 @@ class Page:
     child_sets: list[ChildSet] = field(default_factory=list)
     # Where to resume after this page; None once the resource is done.
     cursor: str | None = None
+
+
+S = TypeVar("S", bound=BaseModel)
+
+
+def connector_settings(model: type[S], app: AppConfig, provider: str) -> S:
+    """An app's `config` as the connector's settings model. `api_key_env` defaults to
+    `<PROVIDER>_API_KEY_<APP_KEY>`. Errors name each field, never the values given
+    (they may be secrets)."""
+    config = app.config
+    if "api_key_env" not in config:
+        default_env = f"{provider.upper()}_API_KEY_" + re.sub(
+            r"[^A-Z0-9_]", "_", app.app_key.upper()
+        )
+        config = {**config, "api_key_env": default_env}
+    try:
+        return model.model_validate(config)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"config.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+        )
+        raise ConfigError(f"app {app.app_key!r} ({provider}): {problems}") from None
+
+
+def secret_from_env(app: AppConfig, provider: str, variable: str) -> str:
+    """The secret in environment variable `variable`, or a ConfigError naming it."""
+    value = os.environ.get(variable, "").strip()
+    if not value:
+        raise ConfigError(
+            f"app {app.app_key!r} ({provider}): environment variable {variable}"
+            " (config.api_key_env) is not set"
+        )
+    return value
 
 
 class RateLimiter(ABC):

@@ -33,8 +33,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
-import re
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
@@ -42,7 +40,7 @@ from typing import Any
 
 import httpx
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from ...config import AppConfig
 from .. import register
@@ -57,6 +55,8 @@ from ..base import (
     RateLimiter,
     Record,
     Resource,
+    connector_settings,
+    secret_from_env,
 )
 from ..http import ProviderClient, RetryPolicy
 
@@ -102,20 +102,6 @@ class IntercomSettings(BaseModel):
     max_retries: int = Field(default=5, ge=0, le=20)
     timeout_seconds: float = Field(default=30.0, gt=0)
     search_overlap_seconds: int = Field(default=300, ge=0, le=DAY_SECONDS)
-
-
-def _settings(app_key: str, config: dict[str, Any]) -> IntercomSettings:
-    if "api_key_env" not in config:
-        default_env = "INTERCOM_API_KEY_" + re.sub(r"[^A-Z0-9_]", "_", app_key.upper())
-        config = {**config, "api_key_env": default_env}
-    try:
-        return IntercomSettings.model_validate(config)
-    except ValidationError as exc:
-        # Only the field and pydantic's message: never the input, which may be a secret.
-        problems = "; ".join(
-            f"config.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
-        )
-        raise ConfigError(f"app {app_key!r} (intercom): {problems}") from None
 
 
 class IntercomClient(ProviderClient):
@@ -176,13 +162,8 @@ class IntercomConnector(Connector):
 
     def __init__(self, app: AppConfig, *, rate_limiter: RateLimiter | None = None) -> None:
         super().__init__(app, rate_limiter=rate_limiter)
-        self.settings = _settings(app.app_key, app.config)
-        token = os.environ.get(self.settings.api_key_env, "").strip()
-        if not token:
-            raise ConfigError(
-                f"app {app.app_key!r} (intercom): environment variable "
-                f"{self.settings.api_key_env} (config.api_key_env) is not set"
-            )
+        self.settings = connector_settings(IntercomSettings, app, "intercom")
+        token = secret_from_env(app, "intercom", self.settings.api_key_env)
         self.http = IntercomClient(
             httpx.Client(
                 base_url=self.settings.api_base,

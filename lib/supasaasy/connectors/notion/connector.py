@@ -22,15 +22,13 @@ and its search index lags a little behind edits.
 from __future__ import annotations
 
 import logging
-import os
-import re
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
 import httpx
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from ...config import AppConfig
 from .. import register
@@ -44,6 +42,8 @@ from ..base import (
     RateLimiter,
     Record,
     Resource,
+    connector_settings,
+    secret_from_env,
 )
 from ..http import ProviderClient, RetryPolicy
 
@@ -85,19 +85,6 @@ class NotionSettings(BaseModel):
     incremental_overlap_seconds: float = Field(default=300.0, ge=0)
 
 
-def _settings(app_key: str, config: dict[str, Any]) -> NotionSettings:
-    if "api_key_env" not in config:
-        default_env = "NOTION_API_KEY_" + re.sub(r"[^A-Z0-9_]", "_", app_key.upper())
-        config = {**config, "api_key_env": default_env}
-    try:
-        return NotionSettings.model_validate(config)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"config.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
-        )
-        raise ConfigError(f"app {app_key!r} (notion): {problems}") from None
-
-
 class NotionHttp(ProviderClient):
     """ProviderClient reading Notion's error bodies (`{"object": "error", "code": ...,
     "message": ...}`)."""
@@ -128,13 +115,8 @@ class NotionConnector(Connector):
 
     def __init__(self, app: AppConfig, *, rate_limiter: RateLimiter | None = None) -> None:
         super().__init__(app, rate_limiter=rate_limiter)
-        self.settings = _settings(app.app_key, app.config)
-        token = os.environ.get(self.settings.api_key_env, "").strip()
-        if not token:
-            raise ConfigError(
-                f"app {app.app_key!r} (notion): environment variable "
-                f"{self.settings.api_key_env} (config.api_key_env) is not set"
-            )
+        self.settings = connector_settings(NotionSettings, app, "notion")
+        token = secret_from_env(app, "notion", self.settings.api_key_env)
         self.http = NotionHttp(
             "Notion",
             httpx.Client(

@@ -10,14 +10,12 @@ first), deleting on `*.deleted`.
 
 from __future__ import annotations
 
-import os
-import re
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from ...config import AppConfig
 from .. import register
@@ -32,6 +30,8 @@ from ..base import (
     RateLimiter,
     Record,
     Resource,
+    connector_settings,
+    secret_from_env,
 )
 from ..http import ProviderClient, RetryPolicy
 
@@ -94,19 +94,6 @@ class StripeSettings(BaseModel):
     timeout_seconds: float = Field(default=30.0, gt=0)
 
 
-def _settings(app_key: str, config: dict[str, Any]) -> StripeSettings:
-    if "api_key_env" not in config:
-        default_env = "STRIPE_API_KEY_" + re.sub(r"[^A-Z0-9_]", "_", app_key.upper())
-        config = {**config, "api_key_env": default_env}
-    try:
-        return StripeSettings.model_validate(config)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"config.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
-        )
-        raise ConfigError(f"app {app_key!r} (stripe): {problems}") from None
-
-
 @register
 class StripeConnector(Connector):
     metadata = ConnectorMetadata(
@@ -119,19 +106,14 @@ class StripeConnector(Connector):
 
     def __init__(self, app: AppConfig, *, rate_limiter: RateLimiter | None = None) -> None:
         super().__init__(app, rate_limiter=rate_limiter)
-        self.settings = _settings(app.app_key, app.config)
-        api_key = os.environ.get(self.settings.api_key_env, "")
-        if not api_key.strip():
-            raise ConfigError(
-                f"app {app.app_key!r} (stripe): environment variable "
-                f"{self.settings.api_key_env} (config.api_key_env) is not set"
-            )
+        self.settings = connector_settings(StripeSettings, app, "stripe")
+        api_key = secret_from_env(app, "stripe", self.settings.api_key_env)
         self.http = ProviderClient(
             "Stripe",
             httpx.Client(
                 base_url=self.settings.api_base,
                 headers={
-                    "Authorization": f"Bearer {api_key.strip()}",
+                    "Authorization": f"Bearer {api_key}",
                     "Stripe-Version": self.settings.api_version,
                 },
                 timeout=self.settings.timeout_seconds,
