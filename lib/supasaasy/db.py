@@ -149,15 +149,17 @@ class Database:
         with _translated():
             return self.rest.rpc(function, params).execute().data
 
-    def _rpc_large(self, function: str, body: Mapping[str, Any]) -> Any:
+    def _rpc_large(self, function: str, body: Mapping[str, Any], *, as_text: bool = False) -> Any:
         """POST to a function taking the whole body as one argument, encoding it with
         orjson: for 1,000-row batches eight times faster than the json module, which
-        would otherwise be a worker's largest cost."""
+        would otherwise be a worker's largest cost. `as_text` sends it as text/plain, to
+        the function's text overload, which PostgREST passes on without parsing it."""
+        content_type = "text/plain; charset=utf-8" if as_text else "application/json"
         with _translated():
             response = self.rest.session.post(
                 f"/rpc/{function}",
                 content=orjson.dumps(body),
-                headers={"Content-Type": "application/json", "Content-Profile": SCHEMA,
+                headers={"Content-Type": content_type, "Content-Profile": SCHEMA,
                          "Accept-Profile": SCHEMA},
             )  # fmt: skip
             try:
@@ -418,7 +420,7 @@ class Database:
 
         TaskLostError when the task is no longer this worker's (nothing is written).
         """
-        data = self._rpc_large("write_batch", batch)
+        data = self._rpc_large("write_batch", batch, as_text=True)
         return BatchCounts.model_validate(data)
 
     def finish_task(self, finish: FinishTask) -> FinishedTask:

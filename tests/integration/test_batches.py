@@ -68,6 +68,32 @@ def test_counts_are_truthful_and_unchanged_rows_are_not_rewritten(
     assert (checkpoint.cursor, checkpoint.entity_count) == ("c2", 4)
 
 
+def test_the_json_and_text_forms_of_write_batch_agree(db: Database, pg: Pg, app_key: str) -> None:
+    """The worker sends batches as text/plain (PostgREST does not parse them); SQL and
+    JSON callers reach write_batch(jsonb). Both write the same rows and counts."""
+    task = claimed(db, app_key)
+    as_json = db._rpc_large("write_batch", batch(task, [row(1), row(2)], seq=1))
+    as_text = db._rpc_large("write_batch", batch(task, [row(1), row(3)], seq=2), as_text=True)
+    assert as_json == {"created": 2, "updated": 0, "unchanged": 0, "deleted": 0}
+    assert as_text == {"created": 1, "updated": 0, "unchanged": 1, "deleted": 0}
+    assert sorted(stored(pg, app_key)) == ["cus_1", "cus_2", "cus_3"]
+
+
+def test_a_body_that_is_not_json_is_refused_and_writes_nothing(
+    db: Database, pg: Pg, app_key: str
+) -> None:
+    task = claimed(db, app_key)
+    response = db.rest.session.post(
+        "/rpc/write_batch",
+        content=b'{"task_id": "%s", "attempt": 1, "rows": [' % str(task.id).encode(),
+        headers={"Content-Type": "text/plain; charset=utf-8", "Content-Profile": "supasaasy"},
+    )
+    assert response.status_code == 400
+    assert response.json()["message"] == "invalid input syntax for type json"
+    assert stored(pg, app_key) == {}
+    assert db.get_job_status(task.job_id).tasks[0].cursor is None
+
+
 def test_a_replayed_batch_changes_nothing(db: Database, pg: Pg, app_key: str) -> None:
     task = claimed(db, app_key)
     body = batch(task, [row(1), row(2)])

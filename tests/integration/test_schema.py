@@ -34,6 +34,7 @@ FUNCTIONS = (
     "task_lease(uuid,integer,boolean)",
     "advance_checkpoint(uuid,integer,integer,text,integer)",
     "write_batch(jsonb)",
+    "write_batch(text)",
     "finish_task(jsonb)",
     "take_rate_allowance(text,double precision,integer,integer)",
     "return_rate_allowance(text,double precision,integer)",

@@ -1090,6 +1090,8 @@ def test_write_batch_posts_the_whole_body_as_its_one_argument(
     assert (counts.created, counts.unchanged) == (2, 1)
     request = sent(route)
     assert_supasaasy_request(request, "POST", "/rpc/write_batch")
+    # As text, so PostgREST hands it to write_batch(text) without parsing it itself.
+    assert request.headers["Content-Type"] == "text/plain; charset=utf-8"
     assert json.loads(request.content) == body
     assert request.headers["Authorization"] == f"Bearer {SERVICE_KEY}"
 
