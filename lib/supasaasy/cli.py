@@ -8,6 +8,7 @@ against `make dev` without any set-up.
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 import time
@@ -245,6 +246,7 @@ def worker(
 
     runner = Worker(_database(supabase_url, service_key), _settings(config),
                     budget_seconds=budget)  # fmt: skip
+    gc.freeze()  # start-up objects live as long as the process: out of every GC pass
     while True:
         result = runner.run(job_id, max_tasks)
         console.print(f"{result.tasks_processed} task(s), {len(result.jobs_completed)} job(s) "
