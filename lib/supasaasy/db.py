@@ -8,6 +8,7 @@ here reads a counter to write it back. PostgREST errors become our own
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
@@ -57,6 +58,18 @@ _UNAVAILABLE = {"PGRST000", "PGRST001", "PGRST002", "PGRST003", "57P01", "57P03"
                 "40001", "40P01"}  # fmt: skip
 
 M = TypeVar("M", bound=BaseModel)
+
+# jsonb cannot hold U+0000 (22P05): one NUL in one upstream string would fail its batch
+# on every attempt. It is stored as U+FFFD. `\\u0000` (an escaped backslash, then text)
+# is not a NUL and is kept.
+_JSON_NUL = re.compile(rb"(?<!\\)((?:\\\\)*)\\u0000")
+
+
+def _json_for_postgres(body: Mapping[str, Any]) -> bytes:
+    encoded = orjson.dumps(body)
+    if b"\\u0000" in encoded:
+        encoded = _JSON_NUL.sub(rb"\1\\ufffd", encoded)
+    return encoded
 
 
 def translate(error: APIError) -> DatabaseError:
@@ -158,7 +171,7 @@ class Database:
         with _translated():
             response = self.rest.session.post(
                 f"/rpc/{function}",
-                content=orjson.dumps(body),
+                content=_json_for_postgres(body),
                 headers={"Content-Type": content_type, "Content-Profile": SCHEMA,
                          "Accept-Profile": SCHEMA},
             )  # fmt: skip

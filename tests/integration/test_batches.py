@@ -79,6 +79,21 @@ def test_the_json_and_text_forms_of_write_batch_agree(db: Database, pg: Pg, app_
     assert sorted(stored(pg, app_key)) == ["cus_1", "cus_2", "cus_3"]
 
 
+def test_a_nul_in_a_payload_is_stored_as_a_replacement_character(
+    db: Database, pg: Pg, app_key: str
+) -> None:
+    """jsonb cannot hold U+0000: without this, one such string fails its batch forever."""
+    task = claimed(db, app_key)
+    strings = {"name": "a\x00b", "note": "\\u0000 is text", "path": "C:\\\x00"}
+    assert db.write_batch(batch(task, [row(1, **strings)])).created == 1
+    payload = stored(pg, app_key)["cus_1"][0]
+    assert (payload["name"], payload["note"], payload["path"]) == (
+        "a\ufffdb",
+        "\\u0000 is text",
+        "C:\\\ufffd",
+    )
+
+
 def test_a_body_that_is_not_json_is_refused_and_writes_nothing(
     db: Database, pg: Pg, app_key: str
 ) -> None:
