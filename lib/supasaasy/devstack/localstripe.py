@@ -30,7 +30,8 @@ Patches applied by `apply_patches()` (each is small; the code says why):
   as `items[i][plan]`. Subscription items show `subscription` and `price`, and
   `GET /v1/subscription_items?subscription=sub_...` lists that subscription's items.
 - Updating a subscription's `metadata` works (localstripe accepted and dropped it).
-- `POST /_config/faults` injects error answers (5xx, 429 with Retry-After) for tests.
+- `POST /_config/faults` injects failures for tests: error answers (5xx, 429 with
+  Retry-After), pages that contradict themselves, cursors that repeat, slow answers.
 
 Differences from real Stripe that remain (a sync must not rely on them):
 
@@ -367,31 +368,62 @@ def apply_patches() -> Any:
 
 
 def _add_faults(app: Any) -> None:
-    """`POST /_config/faults` {path_prefix, status, count?, retry_after?} makes the next
-    `count` requests (all when absent) under that path answer `status`, as Stripe would
-    in an outage or when rate limiting; `DELETE /_config/faults` clears them. For
-    tests of retries and failures."""
+    """`POST /_config/faults` makes requests under `path_prefix` misbehave, as a real
+    provider may; `DELETE /_config/faults` clears them. For tests of failures. Fields:
+
+    - `kind`: `error` (the default: answer `status`, with `retry_after` as Retry-After),
+      `empty_more` (a page with no data that says `has_more: true`), `repeat` (answer as
+      if `starting_after` were not given: the first page again), `slow` (wait `seconds`,
+      then answer normally);
+    - `skip`: let this many matching requests through first; `count`: then misbehave
+      this many times (every time when absent).
+    """
+    import asyncio
+
     from aiohttp import web
 
     faults: list[dict[str, Any]] = []
+    kinds = ("error", "empty_more", "repeat", "slow")
 
     @web.middleware
     async def inject(request: web.Request, handler: Any) -> Any:
         for fault in faults:
-            if request.path.startswith(fault["path_prefix"]) and fault.get("count", 1) > 0:
-                if "count" in fault:
-                    fault["count"] -= 1
-                headers = (
-                    {"Retry-After": str(fault["retry_after"])} if "retry_after" in fault else {}
+            if not request.path.startswith(fault["path_prefix"]) or fault.get("count", 1) <= 0:
+                continue
+            if fault.get("skip", 0) > 0:
+                fault["skip"] -= 1
+                continue
+            if "count" in fault:
+                fault["count"] -= 1
+            kind = fault.get("kind", "error")
+            if kind == "empty_more":
+                return web.json_response(
+                    {"object": "list", "url": request.path, "data": [], "has_more": True}
                 )
-                body = {"error": {"type": "api_error", "message": f"injected {fault['status']}"}}
-                return web.json_response(body, status=fault["status"], headers=headers)
+            if kind == "repeat":
+                query = request.rel_url.query.copy()
+                query.popall("starting_after", None)
+                return await handler(request.clone(rel_url=request.rel_url.with_query(query)))
+            if kind == "slow":
+                await asyncio.sleep(float(fault.get("seconds", 1.0)))
+                return await handler(request)
+            headers = {"Retry-After": str(fault["retry_after"])} if "retry_after" in fault else {}
+            body = {"error": {"type": "api_error", "message": f"injected {fault['status']}"}}
+            return web.json_response(body, status=fault["status"], headers=headers)
         return await handler(request)
 
     async def add(request: web.Request) -> web.Response:
         fault = await request.json()
-        if not isinstance(fault, dict) or not {"path_prefix", "status"} <= fault.keys():
-            return web.json_response({"error": "path_prefix and status are required"}, status=400)
+        if (
+            not isinstance(fault, dict)
+            or "path_prefix" not in fault
+            or fault.get("kind", "error") not in kinds
+            or (fault.get("kind", "error") == "error" and "status" not in fault)
+        ):
+            return web.json_response(
+                {"error": f"path_prefix is required, kind one of {kinds}, status for errors"},
+                status=400,
+            )
         faults.append(fault)
         return web.json_response(fault)
 
