@@ -267,3 +267,14 @@ def test_the_cli_follows_a_sync_to_its_end(e2e: Stack) -> None:
         env=env, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert refused.returncode == 1 and "404" in refused.stderr
+
+
+def test_errors_through_the_gateway_carry_cors_headers(e2e: Stack) -> None:
+    origin = {"Origin": "https://admin.example"}
+    refused = httpx.post(f"{e2e.functions}/sync", json={}, headers=origin)
+    unknown = httpx.get(f"{e2e.functions}/job-status/00000000-0000-4000-8000-000000000000",
+                        headers={"Authorization": f"Bearer {ADMIN}", **origin})  # fmt: skip
+    for response, status in ((refused, 401), (unknown, 404)):
+        assert response.status_code == status and response.json()["success"] is False
+        assert response.headers["Access-Control-Allow-Origin"] == "*"
+        assert response.headers["Access-Control-Expose-Headers"] == "Retry-After"

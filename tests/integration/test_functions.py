@@ -360,6 +360,8 @@ def test_refusals_before_the_body_is_read(make_clients: MakeClients, pg: Pg, app
     assert sync.post("/sync", data=b"{not json", headers=AUTH).status_code == 400
     limited = sync.post("/sync", json={"app_key": "nobody_here"}, headers=AUTH)
     assert limited.status_code == 429 and int(limited.headers["Retry-After"]) >= 1
+    for refusal in (wrong, big, limited):  # a browser may read every refusal
+        assert refusal.headers["Access-Control-Allow-Origin"] == "*"
     assert count_jobs(pg) == before
 
 

@@ -1,5 +1,5 @@
 """What the three HTTP functions share: environment, admin key, JSON in and out,
-CORS preflight, and errors as `{"success": false, "error": ...}`."""
+CORS, and errors as `{"success": false, "error": ...}`."""
 
 from __future__ import annotations
 
@@ -46,6 +46,7 @@ class Runtime:
     admin_key: str | None
     worker_url: str | None
     sync_rate_per_minute: int
+    cors_origins: tuple[str, ...] = ("*",)
 
     @classmethod
     def from_env(
@@ -74,7 +75,38 @@ class Runtime:
             admin_key=env.get("ADMIN_API_KEY") or None,
             worker_url=env.get("SUPASAASY_WORKER_URL") or None,
             sync_rate_per_minute=per_minute,
+            cors_origins=allowed_origins(env.get("CORS_ALLOWED_ORIGINS")),
         )
+
+
+def allowed_origins(value: str | None) -> tuple[str, ...]:
+    """`CORS_ALLOWED_ORIGINS` (origins separated by commas, or `*`) as a tuple;
+    `("*",)`, any origin, when unset or empty."""
+    origins = tuple(o.strip().rstrip("/") for o in (value or "").split(",") if o.strip())
+    if not origins or "*" in origins:
+        return ("*",)
+    for origin in origins:
+        if "://" not in origin:
+            raise SupasaasyError(
+                f"CORS_ALLOWED_ORIGINS: {origin!r} is not an origin like https://app.example.com"
+            )
+    return origins
+
+
+def add_cors(response: flask.Response, request: flask.Request,
+             origins: tuple[str, ...]) -> flask.Response:  # fmt: skip
+    """CORS headers for `response`: any origin with `*`; otherwise the request's
+    `Origin` when it is listed (no `Access-Control-Allow-Origin` when not), and
+    `Vary: Origin`."""
+    response.headers["Access-Control-Expose-Headers"] = "Retry-After"
+    if "*" in origins:
+        response.headers["Access-Control-Allow-Origin"] = "*"
+        return response
+    response.vary.add("Origin")
+    origin = request.headers.get("Origin")
+    if origin in origins:
+        response.headers["Access-Control-Allow-Origin"] = origin
+    return response
 
 
 def json_response(data: Mapping[str, Any], status: int = 200,
@@ -93,7 +125,6 @@ def error_response(error: HttpError) -> flask.Response:
 def preflight(methods: str) -> flask.Response:
     response = flask.Response(status=204)
     response.headers.update({
-        "Access-Control-Allow-Origin": "*",
         "Access-Control-Allow-Methods": f"{methods}, OPTIONS",
         "Access-Control-Allow-Headers": "authorization, content-type, apikey, x-client-info",
         "Access-Control-Max-Age": "86400",
@@ -151,11 +182,21 @@ def validated(model: type[M], body: dict[str, Any]) -> M:
         raise HttpError(400, f"{field}: {message}") from None
 
 
-def serve(methods: tuple[str, ...], handle: Callable[[flask.Request], flask.Response]) -> Handler:
-    """Wrap a handler: preflight, 405, and every failure as a JSON error (never a trace)."""
+def serve(methods: tuple[str, ...], handle: Callable[[flask.Request], flask.Response],
+          runtime: Runtime | None = None) -> Handler:  # fmt: skip
+    """Wrap a handler: preflight, 405, every failure as a JSON error (never a trace),
+    and CORS headers on every answer, for `runtime.cors_origins` (without a runtime,
+    for CORS_ALLOWED_ORIGINS in the environment)."""
     allowed = ", ".join(methods)
+    if runtime is None:
+        origins = allowed_origins(os.environ.get("CORS_ALLOWED_ORIGINS"))
+    else:
+        origins = runtime.cors_origins
 
     def handler(request: flask.Request) -> flask.Response:
+        return add_cors(answer(request), request, origins)
+
+    def answer(request: flask.Request) -> flask.Response:
         if request.method == "OPTIONS":
             return preflight(allowed)
         try:

@@ -110,4 +110,4 @@ def create_job_status_handler(config: Settings, *, runtime: Runtime | None = Non
                             job_id=exc.active_job_id) from None  # fmt: skip
         return json_response(describe(status, include_tasks or action is not None))
 
-    return serve(("GET", "POST"), handle)
+    return serve(("GET", "POST"), handle, rt)
