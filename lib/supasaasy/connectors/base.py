@@ -19,6 +19,7 @@ from pydantic import BaseModel, ValidationError
 
 from ..config import AppConfig
 from ..errors import SupasaasyError
+from ..redact import redact
 
 
 class ConfigError(SupasaasyError):
@@ -26,10 +27,11 @@ class ConfigError(SupasaasyError):
 
 
 class ProviderError(SupasaasyError):
-    """The provider refused or failed a request, after any retries it deserved."""
+    """The provider refused or failed a request, after any retries it deserved. Anything
+    in the message shaped like a key is redacted: the message is stored and logged."""
 
     def __init__(self, message: str, *, status: int | None = None) -> None:
-        super().__init__(message)
+        super().__init__(redact(message))
         self.status = status
 
 

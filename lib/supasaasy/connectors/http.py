@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import orjson
 
+from ..redact import redact
 from .base import ProviderError
 
 RETRYABLE = frozenset({408, 429, 500, 502, 503, 504})
@@ -86,12 +87,12 @@ class ProviderClient:
                 if response.is_success:
                     return self._object(method, path, response)
                 status = response.status_code
+                message = redact(self._message(response), self._secrets())
                 if status not in RETRYABLE:
                     raise ProviderError(
-                        f"{self.name} {method} {path} failed: {status} {self._message(response)}",
-                        status=status,
+                        f"{self.name} {method} {path} failed: {status} {message}", status=status
                     )
-                failure = f"{status} {self._message(response)}"
+                failure = f"{status} {message}"
                 retry_after = self._retry_after(response)
             attempt += 1
             if attempt > self.retry.max_retries:
@@ -115,6 +116,10 @@ class ProviderClient:
             raise ProviderError(f"{self.name} {method} {path} returned JSON that is not an object")
         return body
 
+    def _secrets(self) -> tuple[str, ...]:
+        """The credential this client sends, never to be repeated in a message."""
+        return (self.client.headers.get("Authorization", "").partition(" ")[2],)
+
     def _retry_after(self, response: httpx.Response) -> str | None:
         """How long the provider asks us to wait, in seconds (Retry-After)."""
         given: str | None = response.headers.get("Retry-After")
@@ -122,13 +127,14 @@ class ProviderClient:
 
     @staticmethod
     def _message(response: httpx.Response) -> str:
-        """The provider's own error message, if its body has one (never our request)."""
+        """The provider's own error message, if its body has one (never our request),
+        with anything shaped like a key redacted."""
         try:
             error = orjson.loads(response.content).get("error")
         except (orjson.JSONDecodeError, AttributeError):
             return response.reason_phrase
         if isinstance(error, dict) and isinstance(error.get("message"), str):
-            return str(error["message"])[:300]
+            return redact(str(error["message"]))[:300]
         if isinstance(error, str):
-            return error[:300]
+            return redact(error)[:300]
         return response.reason_phrase
