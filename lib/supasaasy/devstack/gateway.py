@@ -14,10 +14,13 @@ Run: python -m supasaasy.devstack.gateway --port 54321 --rest http://127.0.0.1:3
 from __future__ import annotations
 
 import argparse
+import logging
+import re
 from collections import Counter
 from collections.abc import AsyncIterator
 
 from aiohttp import ClientSession, ClientTimeout, TCPConnector, web
+from aiohttp.http_exceptions import HttpProcessingError
 
 # Per RFC 9110 these describe one connection, not the message, so they are not forwarded.
 HOP_BY_HOP = frozenset(
@@ -34,6 +37,25 @@ HOP_BY_HOP = frozenset(
         "Host",
     )
 )
+
+
+class WithoutHeaderValues(logging.Filter):
+    """aiohttp logs a request it cannot parse with its exception, whose message quotes
+    the offending line: a header's value (an API key followed by a NUL, say) or the
+    request line. Such a record keeps the client's address and the reason alone."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError):
+            reason = re.split(r"[:'\"\n]", exc.message, maxsplit=1)[0].strip()
+            record.msg = f"{record.getMessage()}: {exc.code} {type(exc).__name__}: {reason}"
+            record.args, record.exc_info, record.exc_text = (), None, None
+        return True
+
+
+# The server's own log (aiohttp.server by default), without header values.
+log = logging.getLogger("supasaasy.gateway")
+log.addFilter(WithoutHeaderValues())
 
 UPSTREAMS: web.AppKey[dict[str, str]] = web.AppKey("upstreams")
 SESSION: web.AppKey[ClientSession] = web.AppKey("session")
@@ -112,7 +134,8 @@ async def not_found(request: web.Request) -> web.Response:
 
 
 def create_app(rest_upstream: str, functions: dict[str, str]) -> web.Application:
-    app = web.Application(client_max_size=0)  # bodies stream; the upstream sets limits
+    # Bodies stream (the upstream sets limits); requests are logged without header values.
+    app = web.Application(client_max_size=0, handler_args={"logger": log})
     app[UPSTREAMS] = {"rest": rest_upstream.rstrip("/")} | {
         f"functions/{name}": url.rstrip("/") for name, url in functions.items()
     }
