@@ -3,10 +3,13 @@ honours Retry-After; exhausted retries and other errors raise ProviderError."""
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
@@ -25,15 +28,30 @@ class RetryPolicy:
     max_delay: float = 30.0
 
     def delay(self, attempt: int, retry_after: str | None) -> float:
-        """Seconds before retry number `attempt` (1-based): Retry-After if given, else
-        exponential backoff with jitter."""
-        if retry_after is not None:
-            try:
-                return min(max(float(retry_after), 0.0), self.max_delay)
-            except ValueError:
-                pass
+        """Seconds before retry number `attempt` (1-based): what Retry-After asks, at
+        most max_delay; without a usable one, exponential backoff with jitter."""
+        asked = None if retry_after is None else retry_after_seconds(retry_after)
+        if asked is not None:
+            return min(asked, self.max_delay)
         backoff = self.base_delay * 2 ** (attempt - 1)
         return float(min(backoff * random.uniform(0.5, 1.0), self.max_delay))
+
+
+def retry_after_seconds(value: str, now: datetime | None = None) -> float | None:
+    """Retry-After (RFC 9110) as seconds to wait: a finite number of seconds of 0 or
+    more, or an HTTP date (its distance from `now`, 0 when past); None for anything else,
+    such as `nan`, `inf` or `-5`."""
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:  # asctime form or "-0000": HTTP dates are in GMT
+            when = when.replace(tzinfo=UTC)
+        return max((when - (now or datetime.now(UTC))).total_seconds(), 0.0)
+    return seconds if math.isfinite(seconds) and seconds >= 0 else None
 
 
 class ProviderClient:
