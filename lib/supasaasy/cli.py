@@ -11,7 +11,6 @@ from __future__ import annotations
 import gc
 import os
 import sys
-import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -242,19 +241,23 @@ def worker(
 ) -> None:
     """Run the worker in this process against the database (for hosts without a
     function platform)."""
-    from .worker import Worker
+    from .worker import Worker, stop_on_sigterm, wait_for_shutdown
 
     runner = Worker(_database(supabase_url, service_key), _settings(config),
                     budget_seconds=budget)  # fmt: skip
     gc.freeze()  # start-up objects live as long as the process: out of every GC pass
+    # SIGTERM: the task in hand is released at its last page, then the loop ends.
+    stop_on_sigterm(exit_process=False)
     while True:
         result = runner.run(job_id, max_tasks)
         console.print(f"{result.tasks_processed} task(s), {len(result.jobs_completed)} job(s) "
                       f"completed, {result.duration_ms} ms: {result.shutdown_reason}")  # fmt: skip
+        if result.shutdown_reason == "shutdown":
+            raise typer.Exit(0)
         if not loop:
             raise typer.Exit(0 if result.success else 1)
-        if result.shutdown_reason != "time_budget":
-            time.sleep(interval)
+        if result.shutdown_reason != "time_budget" and wait_for_shutdown(interval):
+            raise typer.Exit(0)
 
 
 @app.command()

@@ -32,6 +32,7 @@ from .errors import (
 from .models import (
     ACTIVE_JOB_STATUSES,
     BatchCounts,
+    ClaimedTask,
     Entity,
     FinishedTask,
     FinishTask,
@@ -47,15 +48,22 @@ from .models import (
 
 SCHEMA = "supasaasy"
 ENTITY_KEY = "app_key,collection_key,external_id"
-ONE_ACTIVE_JOB_INDEX = "sync_jobs_one_active_per_app"
-TASK_LOST = "SS001"  # raised by supasaasy.task_lease
+TASK_LOST = "SS001"  # raised by supasaasy.task_lease and check_lease
+ACTIVE_JOB = "SS002"  # raised by create_sync_job and retry_job; detail: the active job's id
 
 # SQLSTATEs (and PostgREST codes) that mean the caller sent something the database refuses.
 _INVALID_INPUT = {"22023", "22P02", "22007", "22008", "23502", "23514", "PGRST202", "PGRST204"}
 _NOT_FOUND = {"P0002", "23503", "PGRST116"}
-# Unreachable, overloaded, or a transaction to simply run again (serialization, deadlock).
-_UNAVAILABLE = {"PGRST000", "PGRST001", "PGRST002", "PGRST003", "57P01", "57P03", "53300",
-                "40001", "40P01"}  # fmt: skip
+# The database is out of reach or busy, or the transaction is one to simply run again:
+# PostgREST's connection errors, class 08 (connection), serialization failures and
+# deadlocks, lock waits given up (55P03), too many connections, shutdowns and restarts.
+# Every other SQLSTATE (e.g. 54000 a program limit, 57014 a statement timeout) fails
+# the same way again: it is not "unavailable".
+_UNAVAILABLE = {"PGRST000", "PGRST001", "PGRST002", "PGRST003", "40001", "40P01", "55P03",
+                "55006", "53300", "53400", "57P01", "57P02", "57P03"}  # fmt: skip
+_UNAVAILABLE_CLASSES = {"08"}
+# A gateway or proxy in front of PostgREST answering with an HTTP status and no JSON.
+_HTTP_UNAVAILABLE = {"500", "502", "503", "504"}
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -79,6 +87,9 @@ def translate(error: APIError) -> DatabaseError:
     kwargs: dict[str, Any] = {"code": code, "details": error.details, "hint": error.hint}
     if code == "23505":
         return ConflictError(message, **kwargs)
+    if code == ACTIVE_JOB:
+        active = error.details if isinstance(error.details, str) and error.details else None
+        return ActiveJobExistsError(message, active, **kwargs)
     if code == TASK_LOST:
         return TaskLostError(message, **kwargs)
     if code in _INVALID_INPUT:
@@ -86,8 +97,12 @@ def translate(error: APIError) -> DatabaseError:
     if code in _NOT_FOUND:
         return NotFoundError(message, **kwargs)
     # postgrest-py reports a non-JSON error body (a proxy's error page) by its HTTP status.
-    http_5xx = code is not None and code.isdigit() and code.startswith("5")
-    if code in _UNAVAILABLE or code is None or http_5xx:
+    if (
+        code is None
+        or code in _UNAVAILABLE
+        or code in _HTTP_UNAVAILABLE
+        or (len(code) == 5 and code[:2] in _UNAVAILABLE_CLASSES)
+    ):
         return DatabaseUnavailableError(message, **kwargs)
     return DatabaseError(message, **kwargs)
 
@@ -188,28 +203,23 @@ class Database:
     # -- jobs ----------------------------------------------------------------
 
     def create_sync_job(
-        self, app_key: str, mode: SyncMode, resource_types: Sequence[str]
+        self,
+        app_key: str,
+        mode: SyncMode,
+        resource_types: Sequence[str],
+        *,
+        immediate: bool = False,
     ) -> SyncJob:
         """Create a pending job with one task per distinct resource type, atomically.
+        `immediate`: only claims naming this job take its tasks.
 
         Raises ActiveJobExistsError (with the active job's id) while the app has one.
         """
-        try:
-            data = self._rpc(
-                "create_sync_job",
-                {"p_app_key": app_key, "p_mode": mode, "p_resource_types": list(resource_types)},
-            )
-        except ConflictError as exc:
-            if ONE_ACTIVE_JOB_INDEX not in f"{exc.message} {exc.details}":
-                raise
-            active = self.get_active_job(app_key)
-            raise ActiveJobExistsError(
-                app_key,
-                str(active.id) if active else None,
-                code=exc.code,
-                details=exc.details,
-                hint=exc.hint,
-            ) from exc
+        data = self._rpc(
+            "create_sync_job",
+            {"p_app_key": app_key, "p_mode": mode, "p_resource_types": list(resource_types),
+             "p_immediate": immediate},
+        )  # fmt: skip
         job = _first(SyncJob, data)
         if job is None:
             raise DatabaseError("create_sync_job returned no job")
@@ -272,18 +282,7 @@ class Database:
         None if it has nothing to retry; ActiveJobExistsError while its app has another
         active job.
         """
-        try:
-            data = self._rpc("retry_job", {"p_job_id": _uuid(job_id, "job_id")})
-        except ConflictError as exc:
-            job = self.get_job(job_id)
-            active = self.get_active_job(job.app_key)
-            raise ActiveJobExistsError(
-                job.app_key,
-                str(active.id) if active else None,
-                code=exc.code,
-                details=exc.details,
-                hint=exc.hint,
-            ) from exc
+        data = self._rpc("retry_job", {"p_job_id": _uuid(job_id, "job_id")})
         return _first(SyncJob, data)
 
     def admit_request(self, key: str, per_minute: int) -> float:
@@ -341,10 +340,22 @@ class Database:
 
     # -- tasks ---------------------------------------------------------------
 
-    def claim_task(self, job_id: UUID | str | None = None) -> SyncTask | None:
-        """Take the oldest pending task (of one job, or any), or None when there is none."""
-        params = {"p_job_id": _uuid(job_id, "job_id") if job_id is not None else None}
-        return _first(SyncTask, self._rpc("claim_task", params))
+    def claim_task(
+        self,
+        job_id: UUID | str | None = None,
+        *,
+        stale_after: timedelta | None = None,
+        max_attempts: int = 3,
+    ) -> ClaimedTask | None:
+        """Take the oldest pending task (of one job, or any job not run immediately), or
+        None when there is none; with `stale_after`, stale tasks are requeued first, in
+        the same transaction. The task comes with its job's app, mode and watermarks."""
+        params: dict[str, Any] = {
+            "p_job_id": _uuid(job_id, "job_id") if job_id is not None else None
+        }
+        if stale_after is not None:
+            params |= {"p_stale_after": _interval(stale_after), "p_max_attempts": max_attempts}
+        return _first(ClaimedTask, self._rpc("claim_task", params))
 
     def complete_task(
         self,
@@ -352,10 +363,13 @@ class Database:
         status: TaskStatusName,
         entity_count: int | None = None,
         error_message: str | None = None,
+        *,
+        attempt: int | None = None,
     ) -> SyncJob | None:
         """Finish a task and count it in its job, which ends with its last task.
 
         Returns the job as it is afterwards, or None if the task was already finished.
+        With `attempt` (the lease), TaskLostError if the task is no longer held under it.
         """
         data = self._rpc(
             "complete_task",
@@ -364,20 +378,34 @@ class Database:
                 "p_status": status,
                 "p_entity_count": entity_count,
                 "p_error_message": error_message,
+                "p_attempt": attempt,
             },
         )
         return _first(SyncJob, data)
 
     def release_task(
-        self, task_id: UUID | str, cursor: str | None = None, entity_count: int | None = None
+        self,
+        task_id: UUID | str,
+        cursor: str | None = None,
+        entity_count: int | None = None,
+        *,
+        attempt: int | None = None,
+        error: str | None = None,
+        max_attempts: int | None = None,
     ) -> SyncTask | None:
-        """Return a processing task to pending with its cursor, for another worker to resume."""
+        """Return a processing task to pending with its cursor, for another worker to
+        resume. `error`: why (a transient failure), kept on the task. With `max_attempts`,
+        the task fails instead once that many attempts in a row made no progress. With
+        `attempt` (the lease), TaskLostError if the task is no longer held under it."""
         data = self._rpc(
             "release_task",
             {
                 "p_task_id": _uuid(task_id, "task_id"),
                 "p_cursor": cursor,
                 "p_entity_count": entity_count,
+                "p_attempt": attempt,
+                "p_error": error,
+                "p_max_attempts": max_attempts,
             },
         )
         return _first(SyncTask, data)
@@ -401,16 +429,22 @@ class Database:
         raise ValueError("a task becomes processing only through claim_task")
 
     def update_task_heartbeat(
-        self, task_id: UUID | str, entity_count: int | None = None, cursor: str | None = None
+        self,
+        task_id: UUID | str,
+        entity_count: int | None = None,
+        cursor: str | None = None,
+        *,
+        attempt: int | None = None,
     ) -> bool:
-        """Record progress on a processing task. False means the task is no longer this
-        worker's (it was requeued or finished) and the worker should stop."""
+        """Record progress on a processing task. False (or, with `attempt`, TaskLostError)
+        means the task is no longer this worker's and the worker should stop."""
         data = self._rpc(
             "heartbeat_task",
             {
                 "p_task_id": _uuid(task_id, "task_id"),
                 "p_entity_count": entity_count,
                 "p_cursor": cursor,
+                "p_attempt": attempt,
             },
         )
         return bool(_rows(data))

@@ -1,12 +1,14 @@
 """SupaSaaSy's exceptions, one tree:
 
 SupasaasyError
+├── OutOfTimeError                the time budget ends before the work could be done
 └── DatabaseError                 a PostgREST / Postgres call failed (code, details, hint)
-    ├── DatabaseUnavailableError  the database could not be reached or answered 5xx
+    ├── DatabaseUnavailableError  unreachable, restarting or busy: worth trying again
     ├── InvalidInputError         the database refused a value (check, type, argument)
     ├── NotFoundError             the job or task does not exist
+    ├── TaskLostError             the task is no longer this worker's (SS001): stop
     └── ConflictError             a unique constraint refused the write
-        └── ActiveJobExistsError  the app already has a pending or processing job
+        └── ActiveJobExistsError  the app already has an active job (SS002, with its id)
 """
 
 from __future__ import annotations
@@ -16,6 +18,11 @@ from typing import Any
 
 class SupasaasyError(Exception):
     """Base of every error SupaSaaSy raises on purpose."""
+
+
+class OutOfTimeError(SupasaasyError):
+    """The caller's time budget ends before a request (or its retry) could be made: the
+    task is handed back at its checkpoint, not failed."""
 
 
 class DatabaseError(SupasaasyError):
@@ -57,9 +64,8 @@ class ConflictError(DatabaseError):
 
 
 class ActiveJobExistsError(ConflictError):
-    """The app already has an active (pending or processing) job."""
+    """The app already has an active (pending or processing) job, `active_job_id`."""
 
-    def __init__(self, app_key: str, active_job_id: str | None, **kwargs: Any) -> None:
-        super().__init__(f"app {app_key!r} already has an active sync job", **kwargs)
-        self.app_key = app_key
+    def __init__(self, message: str, active_job_id: str | None, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
         self.active_job_id = active_job_id

@@ -50,6 +50,16 @@ class SyncTask(_Row):
     started_at: datetime | None = None
     completed_at: datetime | None = None
     error_message: str | None = None
+    checkpoint_attempt: int = 0  # the attempt that last moved the checkpoint
+
+
+class ClaimedTask(SyncTask):
+    """A task just claimed, with what its worker needs from its job."""
+
+    app_key: str
+    mode: SyncMode
+    # The app's sync watermarks: collection key -> when its last completed sync began.
+    watermarks: dict[str, datetime] = Field(default_factory=dict)
 
 
 class JobStatus(_Row):
@@ -125,6 +135,7 @@ class WriteBatch(TypedDict):
     rows: list[BatchRow]
     deletes: NotRequired[list[BatchDeletion]]
     children: NotRequired[list[BatchChildSet]]
+    lock_timeout_ms: NotRequired[int]  # how long any lock may be waited for
 
 
 class BatchCounts(_Row):
@@ -145,8 +156,10 @@ class FinishTask(TypedDict):
     state_collections: NotRequired[list[str]]
     synced_at: NotRequired[str]
     sync_metadata: NotRequired[dict[str, Any]]
+    lock_timeout_ms: NotRequired[int]
 
 
 class FinishedTask(_Row):
     deleted: int
+    entity_count: int | None = None  # a full sync's distinct objects
     job: SyncJob | None = None

@@ -25,15 +25,15 @@ from typing import Literal
 
 from .connectors import Connector, Deletion, Page, RateLimiter
 from .db import Database
-from .errors import TaskLostError
+from .errors import OutOfTimeError, TaskLostError
 from .models import (
     BatchCounts,
     BatchDeletion,
     BatchRow,
+    ClaimedTask,
     FinishTask,
     SyncJob,
     SyncMode,
-    SyncTask,
     WriteBatch,
 )
 
@@ -44,6 +44,9 @@ BATCH_SECONDS = 5.0  # a slow provider still checkpoints (and heartbeats) this o
 PREFETCH_PAGES = 4
 MAX_CHUNK = 100  # provider requests reserved per round trip to the shared rate
 WRITERS = 2  # batches in flight at once: the database works on one while the next is sent
+LEASE_CHECK_SECONDS = 1.0  # with no batch sent for this long, check the task is still ours
+STOP_POLL_SECONDS = 0.2  # how often a stop is looked for while a page is awaited
+MIN_LOCK_TIMEOUT_MS = 1000
 
 
 @dataclass
@@ -141,10 +144,11 @@ class ResourceSync:
     prefetch_pages: int = PREFETCH_PAGES
     writers: int = WRITERS
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    deadline: float | None = None  # time.monotonic() when the caller's budget ends
 
     def run(
         self,
-        task: SyncTask,
+        task: ClaimedTask,
         requested: SyncMode,
         should_stop: Callable[[], bool] = lambda: False,
     ) -> SyncOutcome:
@@ -195,8 +199,12 @@ class ResourceSync:
             finish["sweep_collections"] = collections
             if self.connector.app.sync_from is not None:
                 finish["sweep_created_from"] = self.connector.app.sync_from.isoformat()
+        if (timeout := self._lock_timeout_ms()) is not None:
+            finish["lock_timeout_ms"] = timeout
         finished = self.db.finish_task(finish)
         progress.deleted += finished.deleted
+        if finished.entity_count is not None:
+            progress.entity_count = finished.entity_count
         if mode == "full":
             log.info(
                 "%s %s: removed %d rows deleted upstream",
@@ -206,7 +214,9 @@ class ResourceSync:
             )
         return SyncOutcome(finished=True, progress=progress, job=finished.job)
 
-    def _choose_mode(self, task: SyncTask, requested: SyncMode) -> tuple[SyncMode, datetime | None]:
+    def _choose_mode(
+        self, task: ClaimedTask, requested: SyncMode
+    ) -> tuple[SyncMode, datetime | None]:
         """Incremental from the last watermark when it can reach that far back, else full."""
         resource = self.connector.metadata.resource(task.resource_type)
         if requested == "full" or not resource.supports_incremental:
@@ -219,64 +229,81 @@ class ResourceSync:
             return "full", None
         return "incremental", since
 
-    def _watermark(self, task: SyncTask) -> datetime | None:
+    def _watermark(self, task: ClaimedTask) -> datetime | None:
         resource = self.connector.metadata.resource(task.resource_type)
-        state = self.db.get_sync_state(self.connector.app.app_key, resource.collection_key)
-        return state.last_synced_at if state else None
+        return task.watermarks.get(resource.collection_key)
+
+    def _lock_timeout_ms(self) -> int | None:
+        """How long a write may wait for a lock: what is left of the budget."""
+        if self.deadline is None:
+            return None
+        left = self.deadline - time.monotonic()
+        return max(MIN_LOCK_TIMEOUT_MS, int(left * 1000))
 
     def _write_pages(
         self,
-        task: SyncTask,
+        task: ClaimedTask,
         attempt: int,
         mode: SyncMode,
         pages: Iterator[Page],
         progress: Progress,
         should_stop: Callable[[], bool],
     ) -> tuple[bool, str | None]:
-        """Write every page in batches; (stopped early, the cursor committed last)."""
+        """Write every page in batches; (stopped early, the cursor committed last).
+
+        Stops early when `should_stop()` says so, or when the connector runs out of time;
+        a write that fails, or a task that is no longer ours (cancelled, requeued), ends
+        the fetching at once."""
         rows: dict[tuple[str, str], BatchRow] = {}
         batch = self._new_batch(task, attempt, mode)
         pending: TaskCursor | None = None  # cursor of the last page not yet sent
         sent = task.cursor
         seq = task.batch_seq
-        last_write = time.monotonic()
+        last_write = last_contact = time.monotonic()
         # Incremental batches go one at a time: their order carries meaning.
         depth = self.writers if mode == "full" else 1
         with (
-            _Prefetch(pages, self.prefetch_pages, idle_after=self.batch_seconds) as fetched,
+            _Prefetch(pages, self.prefetch_pages, self.batch_seconds, should_stop) as fetched,
             _Writer(self.db, progress, depth) as writer,
         ):
-            for page in fetched:  # None: no page came for a while
-                if page is not None:
-                    progress.pages += 1
-                    progress.entity_count += len(page.records)
-                    self._add_page(batch, rows, page)
-                    pending = TaskCursor(mode, page.cursor, done=page.cursor is None)
-                stop = should_stop()
-                due = (
-                    len(rows) >= self.batch_rows
-                    or time.monotonic() - last_write >= self.batch_seconds
-                )
-                if pending is not None and (stop or due or pending.done):
+            try:
+                for page in fetched:  # None: no page came for a while, or a stop is asked
+                    if page is not None:
+                        progress.pages += 1
+                        progress.entity_count += self._add_page(batch, rows, page)
+                        pending = TaskCursor(mode, page.cursor, done=page.cursor is None)
+                    writer.check()
+                    stop = should_stop()
+                    now = time.monotonic()
+                    due = len(rows) >= self.batch_rows or now - last_write >= self.batch_seconds
+                    if pending is not None and (stop or due or pending.done):
+                        seq += 1
+                        writer.send(self._finish_batch(batch, rows, pending, progress, seq))
+                        sent, pending = pending.encode(), None
+                        batch, rows = self._new_batch(task, attempt, mode), {}
+                        last_write = last_contact = now
+                    elif now - last_contact >= min(LEASE_CHECK_SECONDS, self.batch_seconds):
+                        # Still ours? (a cancel stops the task here) And still alive.
+                        if not self.db.update_task_heartbeat(task.id, attempt=attempt):
+                            raise TaskLostError(f"task {task.id} is no longer processing")
+                        last_contact = now
+                        if page is None:
+                            last_write = now
+                    if stop and (page is None or page.cursor is not None):
+                        writer.drain()
+                        return True, sent
+            except OutOfTimeError as exc:
+                log.info("task %s: %s; stopping at the last page written", task.id, exc)
+                if pending is not None:
                     seq += 1
                     writer.send(self._finish_batch(batch, rows, pending, progress, seq))
-                    sent, pending = pending.encode(), None
-                    batch, rows, last_write = (
-                        self._new_batch(task, attempt, mode),
-                        {},
-                        time.monotonic(),
-                    )
-                elif page is None:  # a slow provider: show the task is still alive
-                    if not self.db.update_task_heartbeat(task.id):
-                        raise TaskLostError(f"task {task.id} was taken back while waiting")
-                    last_write = time.monotonic()
-                if stop and (page is None or page.cursor is not None):
-                    writer.drain()
-                    return True, sent
+                    sent = pending.encode()
+                writer.drain()
+                return True, sent
             writer.drain()
         return False, sent
 
-    def _new_batch(self, task: SyncTask, attempt: int, mode: SyncMode) -> WriteBatch:
+    def _new_batch(self, task: ClaimedTask, attempt: int, mode: SyncMode) -> WriteBatch:
         return {
             "task_id": str(task.id),
             "attempt": attempt,
@@ -290,12 +317,17 @@ class ResourceSync:
         }
 
     @staticmethod
-    def _add_page(batch: WriteBatch, rows: dict[tuple[str, str], BatchRow], page: Page) -> None:
+    def _add_page(batch: WriteBatch, rows: dict[tuple[str, str], BatchRow], page: Page) -> int:
+        """Add a page to the batch; how many of its objects the batch did not have yet."""
         incremental = batch["mode"] == "incremental"
+        added = 0
         for record in page.records:
             key = (record.collection_key, record.external_id)
-            if incremental and key in rows:
-                continue  # newest first: the state already taken is the latest
+            if key in rows:
+                if incremental:
+                    continue  # newest first: the state already taken is the latest
+            else:
+                added += 1
             row: BatchRow = {
                 "collection_key": record.collection_key,
                 "external_id": record.external_id,
@@ -317,6 +349,7 @@ class ResourceSync:
             }
             for c in page.child_sets
         )
+        return added
 
     def _finish_batch(
         self,
@@ -334,6 +367,8 @@ class ResourceSync:
         # Whole seconds, as providers stamp their events: an event from the same second
         # as this fetch may be newer than what the fetch saw, so it must still apply.
         batch["observed_at"] = self.clock().replace(microsecond=0).isoformat()
+        if (timeout := self._lock_timeout_ms()) is not None:
+            batch["lock_timeout_ms"] = timeout
         return batch
 
 
@@ -365,6 +400,11 @@ class _Writer:
         while len(self.in_flight) >= self.depth:
             self._count(self.in_flight.popleft().result())
         self.in_flight.append(self.pool.submit(self.db.write_batch, batch))
+
+    def check(self) -> None:
+        """Raise the failure of a batch already finished, without waiting for others."""
+        if self.in_flight and self.in_flight[0].done():
+            self._count(self.in_flight.popleft().result())
 
     def drain(self) -> None:
         """Wait for every batch in flight; raise the first failure."""
@@ -401,9 +441,16 @@ _END = object()
 class _Prefetch:
     """Iterates `pages` in a background thread, up to `depth` pages ahead."""
 
-    def __init__(self, pages: Iterator[Page], depth: int, idle_after: float) -> None:
+    def __init__(
+        self,
+        pages: Iterator[Page],
+        depth: int,
+        idle_after: float,
+        should_stop: Callable[[], bool] = lambda: False,
+    ) -> None:
         self.pages = pages
         self.idle_after = idle_after
+        self.should_stop = should_stop
         self.queue: queue.Queue[object] = queue.Queue(maxsize=depth)
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self._produce, name="supasaasy-prefetch", daemon=True)
@@ -445,13 +492,19 @@ class _Prefetch:
         return False
 
     def _consume(self) -> Iterator[Page | None]:
-        """The pages in order, and None whenever none came for `idle_after` seconds."""
+        """The pages in order, and None whenever none came for `idle_after` seconds or
+        (within STOP_POLL_SECONDS) while a stop is asked."""
+        waited = 0.0
         while True:
             try:
-                item = self.queue.get(timeout=self.idle_after)
+                item = self.queue.get(timeout=min(STOP_POLL_SECONDS, self.idle_after))
             except queue.Empty:
-                yield None
+                waited += min(STOP_POLL_SECONDS, self.idle_after)
+                if waited >= self.idle_after or self.should_stop():
+                    waited = 0.0
+                    yield None
                 continue
+            waited = 0.0
             if item is _END:
                 return
             if isinstance(item, BaseException):

@@ -1,16 +1,19 @@
-"""The worker loop: requeue stale tasks, then claim and run tasks until none is left,
-`max_tasks` is reached, or the time budget runs out (the task in hand is then
-released with its cursor, for the next worker to resume)."""
+"""The worker loop: claim (requeueing stale tasks in the same trip) and run tasks until
+none is left, `max_tasks` is reached, the time budget runs out, or the process is asked
+to stop (SIGTERM). A task in hand when time runs out or a stop is asked is released at
+its last committed checkpoint, for the next worker to resume at once."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import signal
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
+from types import FrameType
 from uuid import UUID
 
 import httpx
@@ -19,7 +22,8 @@ from .config import Settings
 from .connectors import create_connector
 from .db import Database
 from .errors import DatabaseUnavailableError, SupasaasyError, TaskLostError
-from .models import SyncJob, SyncTask
+from .models import ClaimedTask
+from .redact import redact
 from .sync import ResourceSync, SharedRateLimiter
 
 log = logging.getLogger("supasaasy.worker")
@@ -27,6 +31,59 @@ log = logging.getLogger("supasaasy.worker")
 # A new task is only claimed with at least this much of the budget left.
 MIN_SECONDS_FOR_A_TASK = 1.0
 ERROR_MESSAGE_LIMIT = 1000
+# After SIGTERM, how long a process with no handler of its own waits for its workers
+# to release their tasks before it exits (hosts send SIGKILL about 10 s after SIGTERM).
+SHUTDOWN_GRACE_SECONDS = 5.0
+
+_shutdown = threading.Event()
+_running_count = 0  # Worker.run calls in progress in this process
+_sigterm_installed = False
+_running_lock = threading.Lock()
+
+
+def shutdown_requested() -> bool:
+    """Whether this process was asked to stop (SIGTERM): workers stop at their next page."""
+    return _shutdown.is_set()
+
+
+def request_shutdown() -> None:
+    _shutdown.set()
+
+
+def wait_for_shutdown(seconds: float) -> bool:
+    """Sleep up to `seconds`, waking at once on SIGTERM; whether a stop was asked."""
+    return _shutdown.wait(seconds)
+
+
+def stop_on_sigterm(*, exit_process: bool = True) -> None:
+    """On SIGTERM, every worker in this process stops at its next page boundary, commits
+    what it has and releases its task; then the previous handler runs (gunicorn's
+    finishes the requests in flight, then exits), or, where there was none and
+    `exit_process`, the process exits once its workers are done. Call from the main
+    thread, once start-up is done (elsewhere, or a second time, it does nothing)."""
+    global _sigterm_installed
+    if _sigterm_installed or threading.current_thread() is not threading.main_thread():
+        return
+    _sigterm_installed = True
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def handle(signum: int, frame: FrameType | None) -> None:
+        _shutdown.set()
+        log.info("SIGTERM: stopping at the next page boundary")
+        if callable(previous):
+            previous(signum, frame)
+        elif exit_process and previous != signal.SIG_IGN:
+            threading.Thread(target=_exit_when_idle, name="supasaasy-exit", daemon=True).start()
+
+    signal.signal(signal.SIGTERM, handle)
+
+
+def _exit_when_idle() -> None:
+    deadline = time.monotonic() + SHUTDOWN_GRACE_SECONDS
+    while _running_count and time.monotonic() < deadline:
+        time.sleep(0.05)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 @dataclass
@@ -35,8 +92,8 @@ class WorkerResult:
     tasks_processed: int = 0
     jobs_completed: list[str] = field(default_factory=list)
     duration_ms: int = 0
-    shutdown_reason: str = "no_tasks"
-    released: int = 0  # tasks handed back with their cursor when the budget ran out
+    shutdown_reason: str = "no_tasks"  # or max_tasks_reached, time_budget, shutdown, ...
+    released: int = 0  # tasks handed back with their cursor (time budget spent, shutdown)
 
 
 class Worker:
@@ -48,45 +105,52 @@ class Worker:
         settings: Settings,
         *,
         budget_seconds: float | None = None,
-        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.db = db
         self.settings = settings
         self.budget = budget_seconds or settings.worker.time_budget_seconds
-        self.clock = clock
-        self.jobs: dict[UUID, SyncJob] = {}
 
     def run(self, job_id: UUID | str | None = None, max_tasks: int | None = None) -> WorkerResult:
-        start = self.clock()
+        global _running_count
+        with _running_lock:
+            _running_count += 1
+        try:
+            return self._run(job_id, max_tasks)
+        finally:
+            with _running_lock:
+                _running_count -= 1
+
+    def _run(self, job_id: UUID | str | None, max_tasks: int | None) -> WorkerResult:
+        start = time.monotonic()
         deadline = start + self.budget
         result = WorkerResult()
+        stale_after = timedelta(seconds=self.settings.worker.stale_after_seconds)
         try:
-            moved = self.db.requeue_stale_tasks(
-                timedelta(seconds=self.settings.worker.stale_after_seconds),
-                self.settings.worker.max_attempts,
-            )
-            if moved:
-                log.info("requeued %d stale task(s)", moved)
             while True:
+                if shutdown_requested():
+                    result.shutdown_reason = "shutdown"
+                    break
                 if max_tasks is not None and result.tasks_processed >= max_tasks:
                     result.shutdown_reason = "max_tasks_reached"
                     break
-                if deadline - self.clock() < MIN_SECONDS_FOR_A_TASK:
+                if deadline - time.monotonic() < MIN_SECONDS_FOR_A_TASK:
                     result.shutdown_reason = "time_budget"
                     break
-                task = self.db.claim_task(job_id)
+                task = self.db.claim_task(
+                    job_id, stale_after=stale_after, max_attempts=self.settings.worker.max_attempts
+                )
                 if task is None:
                     result.shutdown_reason = "no_tasks"
                     self._clean_up()
                     break
-                if not self._run_task(task, lambda: self.clock() >= deadline, result):
-                    result.shutdown_reason = "time_budget"
+                if not self._run_task(task, deadline, result):
+                    result.shutdown_reason = "shutdown" if shutdown_requested() else "time_budget"
                     break
         except DatabaseUnavailableError as exc:
             log.error("database unavailable: %s", exc)
             result.success = False
             result.shutdown_reason = "database_unavailable"
-        result.duration_ms = int((self.clock() - start) * 1000)
+        result.duration_ms = int((time.monotonic() - start) * 1000)
         return result
 
     def _clean_up(self) -> None:
@@ -100,38 +164,48 @@ class Worker:
             log.info("deleted %d job(s) past their %d days", deleted,
                      self.settings.job_retention_days)  # fmt: skip
 
-    def _run_task(
-        self, task: SyncTask, out_of_time: Callable[[], bool], result: WorkerResult
-    ) -> bool:
-        """Run one claimed task. False when it was released because time ran out."""
-        job = self.jobs.get(task.job_id) or self.db.get_job(task.job_id)
-        self.jobs[task.job_id] = job  # a job's app and mode never change
-        app = self.settings.app(job.app_key)
+    def _run_task(self, task: ClaimedTask, deadline: float, result: WorkerResult) -> bool:
+        """Run one claimed task. False when it was released: time ran out, or shutdown."""
+        app = self.settings.app(task.app_key)
+        max_attempts = self.settings.worker.max_attempts
         connector = None
+        secrets: list[str] = []
         try:
             if app is None:
-                raise SupasaasyError(f"app {job.app_key!r} is no longer configured")
+                raise SupasaasyError(f"app {task.app_key!r} is no longer configured")
             connector = create_connector(app)
+            secrets = connector.secrets
+            connector.deadline = deadline
             if connector.requests_per_second:
                 connector.rate_limiter = SharedRateLimiter(
                     self.db, f"provider:{app.app_key}", connector.requests_per_second
                 )
-            outcome = ResourceSync(self.db, connector).run(task, job.mode, out_of_time)
+            sync = ResourceSync(self.db, connector, deadline=deadline)
+            outcome = sync.run(
+                task, task.mode, lambda: time.monotonic() >= deadline or shutdown_requested()
+            )
         except TaskLostError:
             log.info("task %s was cancelled or requeued; moving on", task.id)
             return True
-        except DatabaseUnavailableError:
+        except DatabaseUnavailableError as exc:
             # Not the task's fault: hand it back at once (its checkpoint is kept) if the
             # database still answers, else it is requeued when its heartbeat is stale.
+            message = _describe(exc, secrets)
             with contextlib.suppress(SupasaasyError):
-                self.db.release_task(task.id)
+                self.db.release_task(
+                    task.id, attempt=task.attempts, error=message, max_attempts=max_attempts
+                )
             raise
         except Exception as exc:  # the task fails; the worker goes on to the next one
-            message = _describe(exc)
+            message = _describe(exc, secrets)
             log.warning(
-                "task %s (%s %s) failed: %s", task.id, job.app_key, task.resource_type, message
+                "task %s (%s %s) failed: %s", task.id, task.app_key, task.resource_type, message
             )
-            finished = self.db.complete_task(task.id, "failed", None, message)
+            try:
+                finished = self.db.complete_task(task.id, "failed", None, message,
+                                                 attempt=task.attempts)  # fmt: skip
+            except TaskLostError:
+                return True
             result.tasks_processed += 1
             if finished is not None and finished.status in ("completed", "failed"):
                 result.jobs_completed.append(str(finished.id))
@@ -141,9 +215,14 @@ class Worker:
                 connector.rate_limiter.close()
                 connector.close()
         if not outcome.finished:
-            self.db.release_task(task.id, outcome.cursor, outcome.progress.entity_count)
+            try:
+                self.db.release_task(task.id, outcome.cursor, outcome.progress.entity_count,
+                                     attempt=task.attempts, max_attempts=max_attempts)  # fmt: skip
+            except TaskLostError:
+                return True
             result.released += 1
-            log.info("task %s released at its cursor: time budget spent", task.id)
+            log.info("task %s released at its cursor: %s", task.id,
+                     "shutting down" if shutdown_requested() else "time budget spent")  # fmt: skip
             return False
         result.tasks_processed += 1
         if outcome.job is not None and outcome.job.status in ("completed", "failed"):
@@ -151,11 +230,11 @@ class Worker:
         return True
 
 
-def _describe(exc: BaseException) -> str:
-    """A task's error message: ours as they are, others with their type. Provider
-    errors never carry request headers, so no key reaches the message."""
+def _describe(exc: BaseException, secrets: list[str]) -> str:
+    """A task's error message: ours as they are, others with their type; the app's own
+    secrets and anything shaped like a key are redacted."""
     text = str(exc) if isinstance(exc, SupasaasyError) else f"{type(exc).__name__}: {exc}"
-    return text[:ERROR_MESSAGE_LIMIT] or type(exc).__name__
+    return redact(text, secrets)[:ERROR_MESSAGE_LIMIT] or type(exc).__name__
 
 
 def nudge_worker(worker_url: str | None, admin_key: str | None, job_id: str | None = None) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -167,6 +168,20 @@ class Connector(ABC):
     def __init__(self, app: AppConfig, *, rate_limiter: RateLimiter | None = None) -> None:
         self.app = app
         self.rate_limiter = rate_limiter or Unlimited()
+        # When (time.monotonic()) the caller's time budget ends: requests and retries
+        # that would run past it are not made (OutOfTimeError).
+        self.deadline: float | None = None
+
+    def seconds_left(self) -> float | None:
+        """Of the caller's time budget; None without one."""
+        return None if self.deadline is None else self.deadline - time.monotonic()
+
+    @property
+    def secrets(self) -> list[str]:
+        """The app's own secrets, to keep out of stored and logged messages."""
+        variable = getattr(getattr(self, "settings", None), "api_key_env", None)
+        value = os.environ.get(variable, "").strip() if isinstance(variable, str) else ""
+        return [value] if value else []
 
     @abstractmethod
     def full_sync(self, resource_type: str, *, cursor: str | None = None) -> Iterator[Page]:

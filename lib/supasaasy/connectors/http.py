@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import orjson
 
+from ..errors import OutOfTimeError
 from ..redact import redact
 from .base import ProviderError
 
@@ -66,12 +67,15 @@ class ProviderClient:
         acquire: Callable[[], None],
         retry: RetryPolicy | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        seconds_left: Callable[[], float | None] = lambda: None,
     ) -> None:
         self.name = name
         self.client = client
         self.acquire = acquire  # blocks until the shared request rate allows one more
         self.retry = retry or RetryPolicy()
         self.sleep = sleep
+        # Of the caller's time budget (None: no budget): no request or retry outlasts it.
+        self.seconds_left = seconds_left
 
     def get_json(self, path: str, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
         return self.request_json("GET", path, params=params)
@@ -88,16 +92,20 @@ class ProviderClient:
         body: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
         """The JSON object answered; ProviderError once retries run out, or at once for
-        an answer that retrying cannot change."""
+        an answer that retrying cannot change; OutOfTimeError when the caller's time
+        budget ends first (each request's timeout is cut to what is left of it)."""
         content = orjson.dumps(body) if body is not None else None
         headers = {"Content-Type": "application/json"} if content is not None else None
         attempt = 0
+        failure = "no request made"
         while True:
+            timeout = self._timeout(method, path, failure)
             self.acquire()
             try:
                 response = self.client.request(
-                    method, path, params=params, content=content, headers=headers
-                )
+                    method, path, params=params, content=content, headers=headers,
+                    timeout=timeout,
+                )  # fmt: skip
             except httpx.TransportError as exc:
                 failure = exc.__class__.__name__
                 status, retry_after = None, None
@@ -119,7 +127,26 @@ class ProviderClient:
                     f"retries: {failure}",
                     status=status,
                 )
-            self.sleep(self.retry.delay(attempt, retry_after))
+            delay = self.retry.delay(attempt, retry_after)
+            left = self.seconds_left()
+            if left is not None and delay >= left:
+                raise OutOfTimeError(
+                    f"{self.name} {method} {path}: no time left to retry ({failure})"
+                )
+            self.sleep(delay)
+
+    def _timeout(
+        self, method: str, path: str, failure: str
+    ) -> httpx.Timeout | httpx._client.UseClientDefault:
+        """The client's timeout, cut to what is left of the time budget."""
+        left = self.seconds_left()
+        if left is None:
+            return httpx.USE_CLIENT_DEFAULT
+        if left <= 0:
+            raise OutOfTimeError(f"{self.name} {method} {path}: the time budget is spent"
+                                 f" ({failure})")  # fmt: skip
+        configured = self.client.timeout.read
+        return httpx.Timeout(min(configured, left) if configured is not None else left)
 
     def _object(self, method: str, path: str, response: httpx.Response) -> dict[str, Any]:
         if not response.content.strip():

@@ -106,8 +106,7 @@ def create_job_status_handler(config: Settings, *, runtime: Runtime | None = Non
         except NotFoundError:
             raise HttpError(404, f"job not found: {job_id}") from None
         except ActiveJobExistsError as exc:
-            raise HttpError(409, f"app {exc.app_key!r} already has an active sync job",
-                            job_id=exc.active_job_id) from None  # fmt: skip
+            raise HttpError(409, exc.message, job_id=exc.active_job_id) from None
         return json_response(describe(status, include_tasks or action is not None))
 
     return serve(("GET", "POST"), handle, rt)

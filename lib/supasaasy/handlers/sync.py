@@ -15,7 +15,7 @@ from ..connectors import ConnectorMetadata, connector_class
 from ..db import Database
 from ..errors import ActiveJobExistsError
 from ..models import SyncJob
-from ..worker import Worker, nudge_worker
+from ..worker import Worker, nudge_worker, stop_on_sigterm
 from .common import (
     Handler,
     HttpError,
@@ -57,21 +57,22 @@ def task_resources(app: AppConfig, metadata: ConnectorMetadata,
     return chosen
 
 
-def create_job(db: Database, app: AppConfig, request: SyncRequest) -> SyncJob:
+def create_job(
+    db: Database, app: AppConfig, request: SyncRequest, *, immediate: bool = False
+) -> SyncJob:
     metadata = connector_class(app).metadata
     resources = task_resources(app, metadata, request.resource_types)
     try:
-        return db.create_sync_job(app.app_key, request.mode, resources)
+        return db.create_sync_job(app.app_key, request.mode, resources, immediate=immediate)
     except ActiveJobExistsError as exc:
-        raise HttpError(409, f"app {app.app_key!r} already has an active sync job",
-                        job_id=exc.active_job_id) from None  # fmt: skip
+        raise HttpError(409, exc.message, job_id=exc.active_job_id) from None
 
 
 def run_immediately(runtime: Runtime, app: AppConfig, request: SyncRequest) -> dict[str, object]:
     """Run every task of a fresh job in this request, then drop the job: the caller
     gets per-collection results and no job is left behind."""
     started = time.monotonic()
-    job = create_job(runtime.db, app, request)
+    job = create_job(runtime.db, app, request, immediate=True)
     collections = []
     try:
         worker = Worker(runtime.db, runtime.settings, budget_seconds=24 * 3600)
@@ -102,6 +103,7 @@ def run_immediately(runtime: Runtime, app: AppConfig, request: SyncRequest) -> d
 def create_sync_handler(config: Settings, *, runtime: Runtime | None = None) -> Handler:
     """The `sync` function. `runtime` defaults to one read from the environment."""
     rt = runtime or Runtime.from_env(config)
+    stop_on_sigterm()  # an immediate run in progress stops at its next page
 
     def handle(request: flask.Request) -> flask.Response:
         require_admin(request, rt)
@@ -129,4 +131,4 @@ def create_sync_handler(config: Settings, *, runtime: Runtime | None = None) -> 
             "resource_types": job.resource_types,
         })  # fmt: skip
 
-    return serve(("POST",), handle)
+    return serve(("POST",), handle, rt)

@@ -6,7 +6,7 @@ import flask
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, field_validator
 
 from ..config import Settings
-from ..worker import Worker, nudge_worker
+from ..worker import Worker, nudge_worker, stop_on_sigterm
 from .common import (
     Handler,
     Runtime,
@@ -34,6 +34,7 @@ class WorkerRequest(BaseModel):
 def create_worker_handler(config: Settings, *, runtime: Runtime | None = None) -> Handler:
     """The `worker` function. `runtime` defaults to one read from the environment."""
     rt = runtime or Runtime.from_env(config)
+    stop_on_sigterm()
 
     def handle(request: flask.Request) -> flask.Response:
         require_admin(request, rt)
@@ -49,4 +50,4 @@ def create_worker_handler(config: Settings, *, runtime: Runtime | None = None) -
             "shutdown_reason": result.shutdown_reason,
         }, status=200 if result.success else 503)  # fmt: skip
 
-    return serve(("POST",), handle)
+    return serve(("POST",), handle, rt)

@@ -59,6 +59,7 @@ from ..base import (
     secret_from_env,
 )
 from ..http import ProviderClient, RetryPolicy
+from ..paging import CursorTrail
 
 log = logging.getLogger("supasaasy.connectors.intercom")
 
@@ -177,6 +178,7 @@ class IntercomConnector(Connector):
             lambda: self.rate_limiter.acquire(),
             RetryPolicy(max_retries=self.settings.max_retries),
         )
+        self.http.seconds_left = self.seconds_left
 
     @property
     def requests_per_second(self) -> float:
@@ -202,13 +204,17 @@ class IntercomConnector(Connector):
             yield self._page("admin", _objects(body, "admins", "GET /admins"), None)
             return
         path, key = LISTS[resource_type]
+        trail = CursorTrail(f"Intercom GET {path}", cursor)
         while True:
             params: dict[str, Any] = {"per_page": self.settings.page_size}
             if cursor:
                 params["starting_after"] = cursor
             body = self.http.get_json(path, params)
             objects = _objects(body, key, f"GET {path}")
-            cursor = _next_cursor(body) if objects else None
+            # An empty page that names a next one is followed, never taken as the end.
+            cursor = _next_cursor(body)
+            if cursor is not None:
+                trail.advance(cursor)
             yield self._page(resource_type, objects, cursor)
             if cursor is None:
                 return
@@ -248,6 +254,7 @@ class IntercomConnector(Connector):
         path, key = SEARCHES[resource_type]
         query = {"field": "updated_at", "operator": ">",
                  "value": self._updated_after(resource_type, since)}  # fmt: skip
+        trail = CursorTrail(f"Intercom POST {path}", cursor)
         while True:
             pagination: dict[str, Any] = {"per_page": self.settings.page_size}
             if cursor:
@@ -259,7 +266,9 @@ class IntercomConnector(Connector):
                 "sort": {"field": "updated_at", "order": "descending"},
             })  # fmt: skip
             objects = _objects(body, key, f"POST {path}")
-            cursor = _next_cursor(body) if objects else None
+            cursor = _next_cursor(body)
+            if cursor is not None:
+                trail.advance(cursor)
             yield self._page(resource_type, objects, cursor, incremental=True)
             if cursor is None:
                 return

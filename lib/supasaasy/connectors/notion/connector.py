@@ -46,6 +46,7 @@ from ..base import (
     secret_from_env,
 )
 from ..http import ProviderClient, RetryPolicy
+from ..paging import CursorTrail
 
 log = logging.getLogger("supasaasy.notion")
 
@@ -131,6 +132,7 @@ class NotionConnector(Connector):
             lambda: self.rate_limiter.acquire(),
             RetryPolicy(max_retries=self.settings.max_retries),
         )
+        self.http.seconds_left = self.seconds_left
 
     @property
     def requests_per_second(self) -> float:
@@ -322,13 +324,17 @@ class NotionConnector(Connector):
         cursor: str | None,
     ) -> Iterator[tuple[list[dict[str, Any]], str | None]]:
         """(objects, cursor after them or None at the end) for each page of a list."""
+        trail = CursorTrail(f"Notion {method} {path}", cursor)
         while True:
             sent = {**request, "start_cursor": cursor} if cursor else request
             if method == "GET":
                 body = self.http.get_json(path, sent)
             else:
                 body = self.http.post_json(path, sent)
+            # An empty page with a next cursor is followed (filtered queries return them).
             objects, cursor = _list_page(body, f"{method} {path}")
+            if cursor is not None:
+                trail.advance(cursor)
             yield objects, cursor
             if cursor is None:
                 return

@@ -34,6 +34,7 @@ from ..base import (
     secret_from_env,
 )
 from ..http import ProviderClient, RetryPolicy
+from ..paging import CursorTrail, more_without_objects
 
 API_VERSION = "2025-02-24.acacia"
 EVENTS_RETENTION_SECONDS = 30 * 24 * 3600
@@ -121,6 +122,7 @@ class StripeConnector(Connector):
             lambda: self.rate_limiter.acquire(),
             RetryPolicy(max_retries=self.settings.max_retries),
         )
+        self.http.seconds_left = self.seconds_left
 
     @property
     def incremental_horizon(self) -> float:
@@ -203,17 +205,21 @@ class StripeConnector(Connector):
     def _pages(
         self, path: str, params: dict[str, Any], cursor: str | None
     ) -> Iterator[dict[str, Any]]:
-        """Each list page of `path`, starting after `cursor`."""
+        """Each list page of `path`, starting after `cursor`. A page without objects that
+        says more follow, or a cursor that comes back, fails (ProviderError)."""
+        trail = CursorTrail(f"Stripe GET {path}", cursor)
         while True:
             query = {**params, "starting_after": cursor} if cursor else params
             body = self.http.get_json(path, query)
             if not isinstance(body.get("data"), list) or not isinstance(body.get("has_more"), bool):
                 raise ProviderError(f"Stripe GET {path} returned a page without data/has_more")
+            objects = _objects(body, path)
+            if body["has_more"] and not objects:
+                raise more_without_objects(f"Stripe GET {path}")
+            cursor = trail.advance(objects[-1]["id"]) if body["has_more"] else None
             yield body
-            objects = body["data"]
-            if not body["has_more"] or not objects:
+            if cursor is None:
                 return
-            cursor = objects[-1]["id"]
 
     def _add(
         self,
