@@ -57,14 +57,21 @@ def wait_for_shutdown(seconds: float) -> bool:
 
 def stop_on_sigterm(*, exit_process: bool = True) -> None:
     """On SIGTERM, every worker in this process stops at its next page boundary, commits
-    what it has and releases its task; then the previous handler runs (gunicorn's
-    finishes the requests in flight, then exits), or, where there was none and
-    `exit_process`, the process exits once its workers are done. Call from the main
+    what it has and releases its task; then the previous handler runs, or, where there
+    was none and `exit_process`, the process exits once its workers are done. Under
+    gunicorn (functions-framework's server), whose worker processes set their own
+    handler after loading the app, that handler is wrapped the same way: gunicorn then
+    finishes the requests in flight, which end at once, and exits. Call from the main
     thread, once start-up is done (elsewhere, or a second time, it does nothing)."""
     global _sigterm_installed
     if _sigterm_installed or threading.current_thread() is not threading.main_thread():
         return
     _sigterm_installed = True
+    _chain_sigterm(exit_process)
+    _hook_gunicorn()
+
+
+def _chain_sigterm(exit_process: bool) -> None:
     previous = signal.getsignal(signal.SIGTERM)
 
     def handle(signum: int, frame: FrameType | None) -> None:
@@ -76,6 +83,20 @@ def stop_on_sigterm(*, exit_process: bool = True) -> None:
             threading.Thread(target=_exit_when_idle, name="supasaasy-exit", daemon=True).start()
 
     signal.signal(signal.SIGTERM, handle)
+
+
+def _hook_gunicorn() -> None:
+    try:
+        from gunicorn.workers.base import Worker as GunicornWorker
+    except ImportError:
+        return
+    init_signals = GunicornWorker.init_signals
+
+    def init_signals_then_chain(self: GunicornWorker) -> None:
+        init_signals(self)
+        _chain_sigterm(exit_process=False)
+
+    GunicornWorker.init_signals = init_signals_then_chain
 
 
 def _exit_when_idle() -> None:

@@ -35,7 +35,7 @@ ADMIN = "reliability-admin-key-5f2b9c"
 STRIPE_KEY = "sk_test_reliability_3c8e1a"
 CUSTOMERS = 3000
 APPS = ("kill_before", "kill_midway", "kill_completing", "kill_repeatedly", "pgrst_restart",
-        "concurrent")  # fmt: skip
+        "concurrent", "sigterm_cli", "sigterm_function")  # fmt: skip
 Pg = psycopg.Connection[tuple[object, ...]]
 
 
@@ -189,6 +189,72 @@ def test_a_worker_killed_while_completing(env: Env, pg: Pg) -> None:
         blocker.rollback()
     resume(env, job.id)
     assert_exact(env, pg, "kill_completing", job.id)
+
+
+def test_sigterm_releases_the_task_at_its_cursor_within_two_seconds(env: Env, pg: Pg) -> None:
+    job = env.db().create_sync_job("sigterm_cli", "full", ["customer"])
+    worker = start_worker(env, job.id)
+    wait_for(lambda: task_state(pg, job.id)["batch_seq"] >= 1)
+    signalled = time.monotonic()
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(5) == 0
+    assert time.monotonic() - signalled < 2.0
+    released = task_state(pg, job.id)
+    assert released["status"] == "pending" and released["cursor"] is not None
+    assert 0 < released["entity_count"] < CUSTOMERS
+    # The next worker resumes at once, from there: no stale timeout to wait for.
+    result = Worker(env.db(), load_settings(env.config)).run(str(job.id))
+    assert result.success and task_state(pg, job.id)["attempts"] == 2
+    assert_exact(env, pg, "sigterm_cli", job.id)
+
+
+def test_sigterm_to_the_worker_function_answers_and_releases(
+    env: Env, pg: Pg, project_root: Path
+) -> None:
+    """The worker function under functions-framework (gunicorn), as a host stops it."""
+    port = free_port()
+    home = Path(tempfile.mkdtemp(prefix="supasaasy-fn-home-"))
+    function = subprocess.Popen(
+        [sys.executable, "-m", "functions_framework", "--source",
+         str(project_root / "functions" / "worker" / "main.py"), "--target", "worker",
+         "--host", "127.0.0.1", "--port", str(port)],
+        env={**env.worker_env(), "ADMIN_API_KEY": ADMIN, "SUPASAASY_WORKER_URL": "",
+             "HOME": str(home)},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        url = f"http://127.0.0.1:{port}/"
+        wait_for(lambda: _answers(url), timeout=30)
+        job = env.db().create_sync_job("sigterm_function", "full", ["customer"])
+        answers: list[httpx.Response] = []
+        call = threading.Thread(target=lambda: answers.append(httpx.post(
+            url, json={"job_id": str(job.id)}, headers={"Authorization": f"Bearer {ADMIN}"},
+            timeout=60)))  # fmt: skip
+        call.start()
+        wait_for(lambda: task_state(pg, job.id)["batch_seq"] >= 1)
+        signalled = time.monotonic()
+        function.send_signal(signal.SIGTERM)
+        call.join(10)
+        function.wait(10)
+        assert time.monotonic() - signalled < 2.5
+        assert answers and answers[0].status_code == 200, answers
+        assert answers[0].json()["shutdown_reason"] == "shutdown"
+        released = task_state(pg, job.id)
+        assert released["status"] == "pending" and released["cursor"] is not None
+    finally:
+        function.kill()
+        function.wait()
+        shutil.rmtree(home, ignore_errors=True)
+    Worker(env.db(), load_settings(env.config)).run(str(job.id))
+    assert_exact(env, pg, "sigterm_function", job.id)
+
+
+def _answers(url: str) -> bool:
+    try:
+        httpx.get(url, timeout=1)
+    except httpx.HTTPError:
+        return False
+    return True
 
 
 def test_postgrest_restarted_mid_job(env: Env, pg: Pg) -> None:
