@@ -347,3 +347,40 @@ def test_a_write_blocked_on_a_lock_gives_up_with_the_budget(
     assert task.status == "pending" and task.error_message
     run_job(db, config, job.id)
     assert rows(pg, app_key) == {"a", "b", "c"}
+
+
+def test_a_provider_that_hangs_fails_the_task_after_its_attempts(
+    db: Database, pg: Pg, app_key: str, stripe_api: httpx.Client
+) -> None:
+    """Each request outlasts its timeout: retries stop at the time budget, each worker
+    call hands the task back without progress, and the third one fails it."""
+    create_customers(stripe_api, 3)
+    stripe_api.post("/_config/faults", json={"path_prefix": "/v1/customers", "kind": "slow",
+                                             "seconds": 3})  # fmt: skip
+    config = settings(stripe_app(app_key, stripe_api, timeout_seconds=1.5), max_attempts=3)
+    job = db.create_sync_job(app_key, "full", ["customer"])
+    for call in range(3):
+        started = time.monotonic()
+        result = Worker(db, config, budget_seconds=3).run(job.id)
+        assert time.monotonic() - started < 5
+        assert result.success
+        if call < 2:
+            assert db.get_job_status(job.id).tasks[0].status == "pending"
+    status = db.get_job_status(job.id)
+    assert status.job.status == "failed"
+    assert "without progress" in (status.tasks[0].error_message or "")
+
+
+def test_a_failed_write_stops_the_fetching(db: Database, pg: Pg, app_key: str) -> None:
+    rng = random.Random(3)
+    huge = "".join(rng.choices(string.ascii_letters, k=9000))  # too large for any index
+    pages = [[f"{p}-{i}" for i in range(100)] for p in range(100)]
+    pages[2][0] = huge
+    Listed.PAGES[app_key] = pages
+    Listed.DELAY[app_key] = 0.02
+    job = db.create_sync_job(app_key, "full", ["thing"])
+    Worker(db, settings(AppConfig(app_key=app_key, connector="listed"))).run(job.id)
+    assert db.get_job(job.id).status == "failed"
+    # The failing batch held pages 1-10; a few more came while it was written and a few
+    # were prefetched, but not two more batches' worth (nor the other 90).
+    assert Listed.SERVED[app_key] <= 25
