@@ -303,6 +303,33 @@ def test_immediate_mode_returns_results_and_leaves_no_job(
     assert rows == (180,)
 
 
+def test_a_cron_worker_never_takes_an_immediate_runs_tasks(
+    make_clients: MakeClients, pg: Pg, app_key: str
+) -> None:
+    clients = make_clients(delay=0.15)  # 3 resources of 6 pages: about 3 s
+    answers: list[Any] = []
+    immediate = threading.Thread(
+        target=lambda: answers.append(
+            clients["sync"].post(
+                "/sync", json={"app_key": app_key, "immediate": True, "mode": "full"}, headers=AUTH
+            )
+        )
+    )
+    immediate.start()
+    time.sleep(1.0)
+    work(clients)  # cron's call, in the middle of the immediate run
+    immediate.join(30)
+    assert answers and answers[0].status_code == 200
+    body = answers[0].json
+    assert body["success"] is True, body
+    assert [(c["status"], c["entity_count"]) for c in body["collections"]] == [
+        ("completed", 60)
+    ] * 3
+    rows = pg.execute("select count(*) from supasaasy.entities where app_key = %s",
+                      (app_key,)).fetchone()  # fmt: skip
+    assert rows == (180,)
+
+
 def test_job_ids_are_read_from_every_documented_place(clients: Clients, app_key: str) -> None:
     job_id = start(clients, app_key)["job_id"]
     for path in (f"/sync/jobs/{job_id}", f"/jobs/{job_id}", f"/job-status/{job_id}",
