@@ -16,7 +16,7 @@ else
   POSTGREST_PLATFORM := linux-x64
 endif
 
-.PHONY: setup dev demo test bench lint typecheck check clean
+.PHONY: setup dev demo test bench chaos lint typecheck check clean
 
 setup: $(VENV)/.installed $(POSTGREST)
 
@@ -47,6 +47,12 @@ demo: setup
 # Not part of the tests: prints one table and writes bench/results/latest.json.
 bench: setup
 	$(PY) bench/run.py $(BENCH_ARGS)
+
+# Not part of the tests: rounds of syncs under random faults on one stack (about 15 min for
+# the default 100). SUPASAASY_CHAOS_ROUNDS=5, SUPASAASY_CHAOS_SEED=N replays a run. Prints
+# the figure and writes bench/results/chaos.json.
+chaos: setup
+	$(PY) -m pytest tests/integration/test_chaos.py -m long -s $(CHAOS_ARGS)
 
 test: setup
 	$(PY) -m pytest

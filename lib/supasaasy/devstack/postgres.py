@@ -136,6 +136,12 @@ class EmbeddedPostgres:
         stop(self.process, signal.SIGINT, timeout=30)
         self.process = None
 
+    def crash(self) -> None:
+        """Stop as `pg_ctl stop -m immediate` does (SIGQUIT): no checkpoint, clients cut
+        off; the next start runs crash recovery. For fault-injection tests."""
+        stop(self.process, signal.SIGQUIT, timeout=30)
+        self.process = None
+
 
 def _ids(user: str) -> tuple[int, int]:
     import pwd

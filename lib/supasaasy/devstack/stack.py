@@ -6,6 +6,7 @@ import os
 import secrets
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
@@ -229,6 +230,15 @@ class LocalStack:
         """Stop PostgREST alone (an outage, for reliability tests)."""
         stop(self.postgrest)
         self.postgrest = None
+
+    def restart_postgres(self, down_seconds: float = 0.0) -> None:
+        """Crash the embedded Postgres (immediate shutdown), keep it down `down_seconds`,
+        then start it again on its port and data. PostgREST reconnects on its own."""
+        if self.postgres is None:
+            raise StackError("restart_postgres needs the embedded Postgres")
+        self.postgres.crash()
+        time.sleep(down_seconds)
+        self.postgres.start()
 
     def _start_functions(self, s: StackSettings, secret: str) -> dict[str, str]:
         """Start functions/<name>/main.py with functions-framework; their gateway routes."""
