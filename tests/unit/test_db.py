@@ -30,7 +30,15 @@ from supasaasy.errors import (
     NotFoundError,
     TaskLostError,
 )
-from supasaasy.models import Entity, JobStatus, SyncJob, SyncState, SyncTask
+from supasaasy.models import (
+    ClaimedTask,
+    Entity,
+    JobStatus,
+    SyncJob,
+    SyncState,
+    SyncTask,
+    TaskStatusName,
+)
 
 SUPABASE_URL = "http://rest.test"
 REST_URL = f"{SUPABASE_URL}/rest/v1"
@@ -57,15 +65,20 @@ def task_row(**overrides: Any) -> dict[str, Any]:
     return postgrest_rows.task_row(**overrides)
 
 
-def pg_error(code: str | None, message: str, details: Any = None, hint: Any = None) -> dict:
+def pg_error(
+    code: str | None, message: str, details: Any = None, hint: Any = None
+) -> dict[str, Any]:
     return {"code": code, "message": message, "details": details, "hint": hint}
 
 
-ACTIVE_JOB_CONFLICT = pg_error(
-    "23505",
-    'duplicate key value violates unique constraint "sync_jobs_one_active_per_app"',
-    "Key (app_key)=(stripe) already exists.",
-)
+def active_job_error(active_job_id: str | None) -> dict[str, Any]:
+    """What create_sync_job and retry_job raise while the app has an active job."""
+    return pg_error(
+        "SS002",
+        "app stripe already has an active sync job",
+        active_job_id,
+        "wait for it to end, or cancel it",
+    )
 
 
 # -- request helpers ---------------------------------------------------------------
@@ -167,6 +180,7 @@ def test_create_sync_job(db: Database, api: respx.MockRouter) -> None:
             "p_app_key": "stripe",
             "p_mode": "incremental",
             "p_resource_types": ["customers", "invoices"],
+            "p_immediate": False,
         },
     )
     assert job == SyncJob(
@@ -192,46 +206,49 @@ def test_create_sync_job_without_a_returned_row_is_an_error(
         db.create_sync_job("stripe", "full", ["customers"])
 
 
+def test_create_sync_job_immediate(db: Database, api: respx.MockRouter) -> None:
+    route = api.post("/rpc/create_sync_job").respond(200, json=[job_row()])
+
+    db.create_sync_job("stripe", "full", ["customers"], immediate=True)
+
+    assert body(sent(route)) == {
+        "p_app_key": "stripe",
+        "p_mode": "full",
+        "p_resource_types": ["customers"],
+        "p_immediate": True,
+    }
+
+
 def test_create_sync_job_while_a_job_is_active(db: Database, api: respx.MockRouter) -> None:
-    api.post("/rpc/create_sync_job").respond(409, json=ACTIVE_JOB_CONFLICT)
-    lookup = api.get("/sync_jobs").respond(
-        200, json=[job_row(id=OTHER_JOB_ID, status="processing", started_at=STARTED_AT)]
-    )
+    """The database names the active job (SS002, its id as details): no look-up."""
+    api.post("/rpc/create_sync_job").respond(400, json=active_job_error(OTHER_JOB_ID))
 
     with pytest.raises(ActiveJobExistsError) as raised:
         db.create_sync_job("stripe", "full", ["customers"])
 
     err = raised.value
     assert isinstance(err, ConflictError)
-    assert err.app_key == "stripe"
     assert err.active_job_id == OTHER_JOB_ID
-    assert err.code == "23505"
-    assert err.details == "Key (app_key)=(stripe) already exists."
-    assert err.hint is None
-    assert isinstance(err.__cause__, ConflictError)
-    assert isinstance(err.__cause__.__cause__, APIError)
-    assert err.__cause__.__cause__.code == "23505"
-
-    request = sent(lookup)
-    assert_supasaasy_request(request, "GET", "/sync_jobs")
-    assert dict(request.url.params) == {
-        "select": "*",
-        "app_key": "eq.stripe",
-        "status": "in.(pending,processing)",
-        "limit": "1",
-    }
+    assert err.message == "app stripe already has an active sync job"
+    assert err.code == "SS002"
+    assert err.details == OTHER_JOB_ID
+    assert err.hint == "wait for it to end, or cancel it"
+    assert isinstance(err.__cause__, APIError)
+    assert err.__cause__.code == "SS002"
+    assert api.calls.call_count == 1
 
 
+@pytest.mark.parametrize("details", ["", None])
 def test_create_sync_job_conflict_when_the_active_job_has_just_ended(
-    db: Database, api: respx.MockRouter
+    db: Database, api: respx.MockRouter, details: str | None
 ) -> None:
-    api.post("/rpc/create_sync_job").respond(409, json=ACTIVE_JOB_CONFLICT)
-    api.get("/sync_jobs").respond(200, json=[])
+    api.post("/rpc/create_sync_job").respond(400, json=active_job_error(details))
 
     with pytest.raises(ActiveJobExistsError) as raised:
         db.create_sync_job("stripe", "full", ["customers"])
 
     assert raised.value.active_job_id is None
+    assert api.calls.call_count == 1
 
 
 def test_create_sync_job_other_unique_violation_is_a_plain_conflict(
@@ -347,6 +364,37 @@ def test_get_active_job_when_there_is_none(db: Database, api: respx.MockRouter) 
     assert db.get_active_job("stripe") is None
 
 
+def test_retry_job(db: Database, api: respx.MockRouter) -> None:
+    route = api.post("/rpc/retry_job").respond(
+        200, json=[job_row(status="processing", started_at=STARTED_AT)]
+    )
+
+    job = db.retry_job(JOB_ID.upper())
+
+    assert_rpc(route, "retry_job", {"p_job_id": JOB_ID})
+    assert job is not None
+    assert job.status == "processing"
+
+
+def test_retry_job_with_nothing_to_retry(db: Database, api: respx.MockRouter) -> None:
+    api.post("/rpc/retry_job").respond(200, json=[])
+
+    assert db.retry_job(JOB_ID) is None
+
+
+def test_retry_job_while_the_app_has_another_active_job(
+    db: Database, api: respx.MockRouter
+) -> None:
+    api.post("/rpc/retry_job").respond(400, json=active_job_error(OTHER_JOB_ID))
+
+    with pytest.raises(ActiveJobExistsError) as raised:
+        db.retry_job(JOB_ID)
+
+    assert raised.value.active_job_id == OTHER_JOB_ID
+    assert raised.value.message == "app stripe already has an active sync job"
+    assert api.calls.call_count == 1  # no look-up of the job or of the active one
+
+
 def test_get_job_status_in_one_request(db: Database, api: respx.MockRouter) -> None:
     later = "2026-11-29T10:16:00+00:00"
     row = job_row(
@@ -436,26 +484,83 @@ def test_cleanup_old_jobs_with_a_negative_retention(db: Database, api: respx.Moc
 # -- tasks -------------------------------------------------------------------------
 
 
+def claimed_row(**overrides: Any) -> dict[str, Any]:
+    """A row of claim_task: the task just claimed, with its job's app, mode and the
+    app's watermarks."""
+    claimed = {
+        "status": "processing",
+        "attempts": 1,
+        "started_at": STARTED_AT,
+        "last_heartbeat": STARTED_AT,
+        "batch_seq": 0,
+        "pending_checkpoints": None,
+        "checkpoint_attempt": 0,
+        "app_key": "stripe",
+        "mode": "incremental",
+        "watermarks": {},
+    }
+    return task_row(**(claimed | overrides))
+
+
 def test_claim_task_of_any_job(db: Database, api: respx.MockRouter) -> None:
-    row = task_row(
-        status="processing",
-        attempts=1,
-        started_at=STARTED_AT,
-        last_heartbeat=STARTED_AT,
+    row = claimed_row(
         cursor="cus_123",
+        checkpoint_attempt=1,
+        watermarks={"customers": "2026-11-28T09:00:00+00:00", "invoices": COMPLETED_AT},
     )
     route = api.post("/rpc/claim_task").respond(200, json=[row])
 
     task = db.claim_task()
 
     assert_rpc(route, "claim_task", {"p_job_id": None})
+    assert isinstance(task, ClaimedTask)
     assert isinstance(task, SyncTask)
     assert task.id == UUID(TASK_ID)
     assert task.job_id == UUID(JOB_ID)
     assert task.status == "processing"
     assert task.attempts == 1
+    assert task.checkpoint_attempt == 1
     assert task.cursor == "cus_123"
     assert task.last_heartbeat == datetime(2026, 11, 29, 10, 15, 31, 500000, tzinfo=UTC)
+    assert (task.app_key, task.mode) == ("stripe", "incremental")
+    assert task.watermarks == {
+        "customers": datetime(2026, 11, 28, 9, tzinfo=UTC),
+        "invoices": datetime(2026, 11, 29, 10, 20, 2, 1, tzinfo=UTC),
+    }
+
+
+def test_claimed_task_without_watermarks(db: Database, api: respx.MockRouter) -> None:
+    row = claimed_row(mode="full")
+    del row["watermarks"]
+    api.post("/rpc/claim_task").respond(200, json=[row])
+
+    task = db.claim_task()
+
+    assert task is not None
+    assert (task.mode, task.watermarks) == ("full", {})
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "params"),
+    [
+        (
+            {"stale_after": timedelta(minutes=5)},
+            {"p_stale_after": "300.000000 seconds", "p_max_attempts": 3},
+        ),
+        (
+            {"stale_after": timedelta(seconds=90, milliseconds=500), "max_attempts": 5},
+            {"p_stale_after": "90.500000 seconds", "p_max_attempts": 5},
+        ),
+        ({"max_attempts": 5}, {}),  # nothing is requeued without stale_after
+    ],
+)
+def test_claim_task_requeues_stale_tasks_in_the_same_call(
+    db: Database, api: respx.MockRouter, kwargs: dict[str, Any], params: dict[str, Any]
+) -> None:
+    route = api.post("/rpc/claim_task").respond(200, json=[claimed_row()])
+
+    assert db.claim_task(JOB_ID, **kwargs) is not None
+    assert_rpc(route, "claim_task", {"p_job_id": JOB_ID, **params})
 
 
 @pytest.mark.parametrize(
@@ -471,7 +576,7 @@ def test_claim_task_of_any_job(db: Database, api: respx.MockRouter) -> None:
 def test_claim_task_of_one_job_sends_a_canonical_uuid(
     db: Database, api: respx.MockRouter, job_id: UUID | str
 ) -> None:
-    route = api.post("/rpc/claim_task").respond(200, json=[task_row(status="processing")])
+    route = api.post("/rpc/claim_task").respond(200, json=[claimed_row()])
 
     assert db.claim_task(job_id) is not None
     assert_rpc(route, "claim_task", {"p_job_id": JOB_ID})
@@ -504,6 +609,7 @@ def test_complete_task(db: Database, api: respx.MockRouter) -> None:
             "p_status": "completed",
             "p_entity_count": 42,
             "p_error_message": None,
+            "p_attempt": None,
         },
     )
     assert isinstance(job, SyncJob)
@@ -517,6 +623,48 @@ def test_complete_task_already_finished(db: Database, api: respx.MockRouter) -> 
     assert db.complete_task(TASK_ID, "failed", error_message="boom") is None
 
 
+def test_complete_task_under_a_lease(db: Database, api: respx.MockRouter) -> None:
+    route = api.post("/rpc/complete_task").respond(200, json=[job_row(failed_tasks=1)])
+
+    db.complete_task(TASK_ID, "failed", None, "boom", attempt=2)
+
+    assert body(sent(route)) == {
+        "p_task_id": TASK_ID,
+        "p_status": "failed",
+        "p_entity_count": None,
+        "p_error_message": "boom",
+        "p_attempt": 2,
+    }
+
+
+LOST = pg_error(
+    "SS001",
+    f"task {TASK_ID} is no longer processing under attempt 2",
+    None,
+    "the task was requeued or finished; stop working on it",
+)
+
+
+@pytest.mark.parametrize(
+    ("function", "call"),
+    [
+        ("complete_task", lambda db: db.complete_task(TASK_ID, "completed", 5, attempt=2)),
+        ("release_task", lambda db: db.release_task(TASK_ID, "c", 5, attempt=2)),
+        ("heartbeat_task", lambda db: db.update_task_heartbeat(TASK_ID, attempt=2)),
+    ],
+)
+def test_a_lost_lease_is_task_lost(
+    db: Database, api: respx.MockRouter, function: str, call: Callable[[Database], Any]
+) -> None:
+    api.post(f"/rpc/{function}").respond(400, json=LOST)
+
+    with pytest.raises(TaskLostError) as raised:
+        call(db)
+
+    assert raised.value.code == "SS001"
+    assert raised.value.hint == LOST["hint"]
+
+
 def test_release_task(db: Database, api: respx.MockRouter) -> None:
     row = task_row(status="pending", cursor="in_999", entity_count=500, attempts=1)
     route = api.post("/rpc/release_task").respond(200, json=[row])
@@ -526,7 +674,14 @@ def test_release_task(db: Database, api: respx.MockRouter) -> None:
     assert_rpc(
         route,
         "release_task",
-        {"p_task_id": TASK_ID, "p_cursor": "in_999", "p_entity_count": 500},
+        {
+            "p_task_id": TASK_ID,
+            "p_cursor": "in_999",
+            "p_entity_count": 500,
+            "p_attempt": None,
+            "p_error": None,
+            "p_max_attempts": None,
+        },
     )
     assert isinstance(task, SyncTask)
     assert (task.status, task.cursor, task.entity_count) == ("pending", "in_999", 500)
@@ -536,7 +691,40 @@ def test_release_task_not_processing(db: Database, api: respx.MockRouter) -> Non
     route = api.post("/rpc/release_task").respond(200, json=[])
 
     assert db.release_task(TASK_ID) is None
-    assert body(sent(route)) == {"p_task_id": TASK_ID, "p_cursor": None, "p_entity_count": None}
+    assert body(sent(route)) == {
+        "p_task_id": TASK_ID,
+        "p_cursor": None,
+        "p_entity_count": None,
+        "p_attempt": None,
+        "p_error": None,
+        "p_max_attempts": None,
+    }
+
+
+def test_release_task_with_a_lease_a_reason_and_a_cap(db: Database, api: respx.MockRouter) -> None:
+    """A transient failure hands the task back under its lease, saying why; past
+    `max_attempts` attempts without progress the database fails it instead."""
+    row = task_row(status="pending", attempts=2, error_message="database unavailable")
+    route = api.post("/rpc/release_task").respond(200, json=[row])
+
+    task = db.release_task(
+        TASK_ID, None, None, attempt=2, error="database unavailable", max_attempts=3
+    )
+
+    assert_rpc(
+        route,
+        "release_task",
+        {
+            "p_task_id": TASK_ID,
+            "p_cursor": None,
+            "p_entity_count": None,
+            "p_attempt": 2,
+            "p_error": "database unavailable",
+            "p_max_attempts": 3,
+        },
+    )
+    assert task is not None
+    assert task.error_message == "database unavailable"
 
 
 @pytest.mark.parametrize(
@@ -550,7 +738,7 @@ def test_release_task_not_processing(db: Database, api: respx.MockRouter) -> Non
 def test_update_task_status_finishes_through_complete_task(
     db: Database,
     api: respx.MockRouter,
-    status: str,
+    status: TaskStatusName,
     error_message: str | None,
     response: list[dict[str, Any]],
     changed: bool,
@@ -570,6 +758,7 @@ def test_update_task_status_finishes_through_complete_task(
             "p_status": status,
             "p_entity_count": 7,
             "p_error_message": error_message,
+            "p_attempt": None,
         },
     )
 
@@ -584,7 +773,16 @@ def test_update_task_status_pending_releases_with_the_cursor(
 
     assert result is changed
     assert_rpc(
-        route, "release_task", {"p_task_id": TASK_ID, "p_cursor": "cus_42", "p_entity_count": 10}
+        route,
+        "release_task",
+        {
+            "p_task_id": TASK_ID,
+            "p_cursor": "cus_42",
+            "p_entity_count": 10,
+            "p_attempt": None,
+            "p_error": None,
+            "p_max_attempts": None,
+        },
     )
 
 
@@ -607,8 +805,20 @@ def test_update_task_heartbeat(
     assert_rpc(
         route,
         "heartbeat_task",
-        {"p_task_id": TASK_ID, "p_entity_count": 120, "p_cursor": "cus_120"},
+        {"p_task_id": TASK_ID, "p_entity_count": 120, "p_cursor": "cus_120", "p_attempt": None},
     )
+
+
+def test_update_task_heartbeat_under_a_lease(db: Database, api: respx.MockRouter) -> None:
+    route = api.post("/rpc/heartbeat_task").respond(200, json=[task_row(status="processing")])
+
+    assert db.update_task_heartbeat(TASK_ID, attempt=3) is True
+    assert body(sent(route)) == {
+        "p_task_id": TASK_ID,
+        "p_entity_count": None,
+        "p_cursor": None,
+        "p_attempt": 3,
+    }
 
 
 @pytest.mark.parametrize(
@@ -945,6 +1155,24 @@ ERROR_TABLE = [
         id="gateway-json-without-code",
     ),
     pytest.param(
+        503,
+        pg_error("08006", "connection failure"),
+        DatabaseUnavailableError,
+        id="08006-connection-failure",
+    ),
+    pytest.param(
+        500,
+        pg_error("57014", "canceling statement due to statement timeout"),
+        DatabaseError,
+        id="57014-statement-timeout",
+    ),
+    pytest.param(
+        400,
+        pg_error("SS001", f"task {TASK_ID} is no longer processing under attempt 1"),
+        TaskLostError,
+        id="SS001-task-lost",
+    ),
+    pytest.param(
         403,
         pg_error("42501", "permission denied for function complete_task"),
         DatabaseError,
@@ -1073,6 +1301,71 @@ def test_translate(error: dict[str, Any], expected: type[DatabaseError], message
     assert err.code == (error.get("code") or None)
     assert err.details == {"k": "v"}
     assert err.hint == "try again"
+
+
+# Out of reach, busy, or a transaction to run again: worth trying again later.
+UNAVAILABLE_CODES = [
+    *("PGRST000", "PGRST001", "PGRST002", "PGRST003"),  # PostgREST's connection errors
+    *("08000", "08001", "08003", "08004", "08006", "08007", "08P01"),  # class 08
+    *("40001", "40P01"),  # serialization failure, deadlock
+    *("55P03", "55006"),  # lock not available, object in use
+    *("53300", "53400"),  # too many connections, configuration limit
+    *("57P01", "57P02", "57P03"),  # shutdowns, cannot connect now
+    *("500", "502", "503", "504"),  # a gateway's HTTP status, without JSON
+]
+# Failures that would fail the same way again.
+PLAIN_CODES = [
+    "54000",  # program limit exceeded
+    "57014",  # statement timeout
+    "58030",  # I/O error
+    "53100",  # disk full
+    "22P05",  # untranslatable character
+    "XX000",  # internal error
+    "501",  # an HTTP status that is not the database being away
+]
+
+
+@pytest.mark.parametrize("code", UNAVAILABLE_CODES)
+def test_translate_unavailable(code: str) -> None:
+    err = translate(APIError({"code": code, "message": "m", "details": "d", "hint": "h"}))
+
+    assert type(err) is DatabaseUnavailableError
+    assert (err.code, err.message, err.details, err.hint) == (code, "m", "d", "h")
+
+
+@pytest.mark.parametrize("code", PLAIN_CODES)
+def test_translate_failures_that_would_fail_again(code: str) -> None:
+    err = translate(APIError({"code": code, "message": "m", "details": "d", "hint": "h"}))
+
+    assert type(err) is DatabaseError
+    assert (err.code, err.message, err.details, err.hint) == (code, "m", "d", "h")
+
+
+def test_translate_a_lost_task() -> None:
+    err = translate(APIError({"code": "SS001", "message": "task x is no longer processing",
+                              "details": None, "hint": "stop"}))  # fmt: skip
+
+    assert type(err) is TaskLostError
+    assert (err.code, err.message, err.hint) == ("SS001", "task x is no longer processing", "stop")
+
+
+def test_translate_an_active_job() -> None:
+    err = translate(APIError(active_job_error(OTHER_JOB_ID)))
+
+    assert type(err) is ActiveJobExistsError
+    assert isinstance(err, ConflictError)
+    assert err.active_job_id == OTHER_JOB_ID
+    assert (err.code, err.details) == ("SS002", OTHER_JOB_ID)
+    assert err.message == "app stripe already has an active sync job"
+    assert err.hint == "wait for it to end, or cancel it"
+
+
+@pytest.mark.parametrize("details", ["", None, {"id": OTHER_JOB_ID}])
+def test_translate_an_active_job_without_its_id(details: Any) -> None:
+    err = translate(APIError({**active_job_error(None), "details": details}))
+
+    assert type(err) is ActiveJobExistsError
+    assert err.active_job_id is None
 
 
 @respx.mock(base_url=REST_URL, assert_all_called=True)
