@@ -90,6 +90,7 @@ STALE_SECONDS = 2
 MAX_ATTEMPTS = 8
 WINDOW = {"full": 3.0, "incremental": 1.5}  # seconds during which faults strike
 SETTLE_SECONDS = 60.0  # once faults stop, a job ends within this
+CONTRADICTION_SECONDS = 15.0  # a task meeting a looping or empty listing fails within this
 SIGTERM_GRACE = 3.0  # a SIGTERMed worker exits within 2 s; 1 s more for a busy machine
 FAULTS = (
     "sigkill",
@@ -293,7 +294,7 @@ class Upstream:
 
 class Crew:
     """The worker processes (`supasaasy worker --loop`) of one job: `size` of them,
-    replaced as they exit unless paused, each with a time budget of 1.5 to 6 s (so that
+    replaced as they exit unless paused, each with a time budget of 1.5 to 4 s (so that
     tasks are also released and resumed). SIGTERMed ones are timed until they exit."""
 
     def __init__(self, env: dict[str, str], job_id: str, size: int, log: Path, seed: str) -> None:
@@ -303,6 +304,8 @@ class Crew:
         self.stopping: list[tuple[subprocess.Popen[bytes], float, list[float]]] = []
         self.paused = False
         self.slow: list[str] = []  # SIGTERMed workers that did not exit in time
+        self.crashed: list[int] = []  # exit codes of workers that stopped unasked
+        self.unclean = 0.0  # when a worker last died holding what it held (a kill, a crash)
 
     def _spawn(self) -> subprocess.Popen[bytes]:
         with self.log.open("ab") as out:
@@ -316,7 +319,7 @@ class Crew:
                     "--interval",
                     "0.2",
                     "--budget",
-                    f"{self.rng.uniform(1.5, 6):.1f}",
+                    f"{self.rng.uniform(1.5, 4):.1f}",
                     "--job-id",
                     self.job_id,
                 ],
@@ -335,9 +338,13 @@ class Crew:
                 self.slow.append(f"worker {proc.pid} {state} {took:.1f} s after SIGTERM")
                 proc.kill()
                 proc.wait()
+                self.unclean = time.time()
             if exited or took > SIGTERM_GRACE:
                 self.stopping.remove(entry)
-        self.workers = [w for w in self.workers if w.poll() is None]
+        for proc in [w for w in self.workers if w.poll() is not None]:
+            self.workers.remove(proc)
+            self.crashed.append(proc.returncode)
+            self.unclean = time.time()
         while not self.paused and len(self.workers) < self.size:
             self.workers.append(self._spawn())
 
@@ -357,6 +364,7 @@ class Crew:
                 self.stopping.append((proc, sent, exited))
             else:
                 proc.wait()
+                self.unclean = time.time()
         return len(chosen)
 
     def await_stops(self) -> None:
@@ -390,12 +398,14 @@ class Round:
     notes: list[str] = field(default_factory=list)
     outcome: str = ""
 
+    def struck(self) -> str:
+        return ", ".join(f"{k}x{n}" for k, n in sorted(self.faults.items()) if n) or "no fault"
+
     def broke(self, invariant: str, count: int, detail: str) -> None:
         self.breaks.append(Break(self.number, invariant, count, detail))
-        faults = ", ".join(f"{k}x{n}" for k, n in sorted(self.faults.items())) or "none"
         print(
             f"  BROKEN round {self.number} seed {SEED} ({self.app} {self.mode}; faults: "
-            f"{faults}): {invariant} ({count}): {detail}",
+            f"{self.struck()}): {invariant} ({count}): {detail}",
             flush=True,
         )
 
@@ -545,11 +555,12 @@ def job_row(ch: Chaos, job_id: str) -> dict[str, Any]:
 
 def task_rows(ch: Chaos, job_id: str) -> list[dict[str, Any]]:
     rows = ch.sql(
-        "select resource_type, status, entity_count, attempts, error_message"
+        "select resource_type, status, entity_count, attempts, error_message,"
+        " coalesce(extract(epoch from last_heartbeat), 0)::float"
         " from supasaasy.sync_job_tasks where job_id = %s order by position",
         job_id,
     )
-    keys = ("resource", "status", "entities", "attempts", "error")
+    keys = ("resource", "status", "entities", "attempts", "error", "heartbeat")
     return [dict(zip(keys, row, strict=True)) for row in rows]
 
 
@@ -573,108 +584,109 @@ def pages(count: int, app: str) -> int:
     return max(1, math.ceil(count / APPS[app][0]))
 
 
-def plan_faults(
-    rng: random.Random, r: Round, ch: Chaos, expected: Snapshot
-) -> tuple[list[dict[str, Any]], list[tuple[float, str]], list[str]]:
-    """The round's provider faults (installed before the job), its timed faults, and the
-    resources whose task must not complete while the provider contradicts itself."""
-    drawn = [kind for kind in FAULTS if rng.random() < CHANCE[kind]]
+@dataclass
+class Plan:
+    """A round's faults: provider faults (installed before the job), timed faults, the
+    resources whose provider contradicts itself, and those of them that must fail."""
+
+    provider: list[dict[str, Any]] = field(default_factory=list)
+    timed: list[tuple[float, str]] = field(default_factory=list)
+    contradicted: set[str] = field(default_factory=set)
+    must_fail: set[str] = field(default_factory=set)
+
+
+def plan_faults(rng: random.Random, r: Round, expected: Snapshot) -> Plan:
+    # Slow pages stretch the short incremental tasks, so that they are also stopped and
+    # resumed half-way.
+    chance = CHANCE | ({"slow": 0.35} if r.mode == "incremental" else {})
+    drawn = [kind for kind in FAULTS if rng.random() < chance[kind]]
     counts = {resource: sum(len(expected[c]) for c in COLLECTIONS[resource]) for resource in PATHS}
     counts["subscription"] = len(expected["stripe_subscription"])
-    provider: list[dict[str, Any]] = []
-    must_fail: list[str] = []
-    exclusive: set[str] = set()  # paths taken by a contradicting fault
+    plan = Plan()
+    taken: set[str] = set()  # paths of contradicting faults, which get no other fault
     for kind in ("empty_more", "repeat"):
         if kind not in drawn:
             continue
         if r.mode == "incremental":
-            path = "/v1/events"
-            provider.append({"path_prefix": path, "kind": kind})
-            if kind == "empty_more":
-                must_fail += list(PATHS)
+            # Every task reads /v1/events; one page of events is no contradiction for
+            # `repeat` (its only request has no cursor), so only `empty_more` must fail.
+            plan.provider.append({"path_prefix": "/v1/events", "kind": kind})
+            plan.contradicted |= set(PATHS)
+            plan.must_fail |= set(PATHS) if kind == "empty_more" else set()
         else:
+            # `skip` below the pages of one pass: the task cannot end on good pages alone.
             fits = [res for res in PATHS if kind == "empty_more" or pages(counts[res], r.app) > 1]
-            fits = [res for res in fits if PATHS[res] not in exclusive]
+            fits = [res for res in fits if PATHS[res] not in taken]
             if not fits:
                 continue
             resource = rng.choice(fits)
             last = pages(counts[resource], r.app) - (1 if kind == "repeat" else 0)
-            provider.append(
+            plan.provider.append(
                 {"path_prefix": PATHS[resource], "kind": kind, "skip": rng.randrange(last)}
             )
-            must_fail.append(resource)
-        exclusive.add(provider[-1]["path_prefix"])
+            plan.contradicted.add(resource)
+            plan.must_fail.add(resource)
+        taken.add(plan.provider[-1]["path_prefix"])
         r.faults[kind] += 1
 
-    def target() -> tuple[str, int] | None:
-        if r.mode == "incremental":
-            return ("/v1/events", 3) if "/v1/events" not in exclusive else None
-        free = [res for res in PATHS if PATHS[res] not in exclusive]
-        resource = rng.choice(free) if free else None
-        return (PATHS[resource], pages(counts[resource], r.app)) if resource else None
-
     for kind in ("provider_5xx", "provider_429", "slow"):
-        aim = target() if kind in drawn else None
+        if kind not in drawn:
+            continue
+        if r.mode == "incremental":
+            aim = None if "/v1/events" in taken else ("/v1/events", 3)
+        else:
+            pick = rng.choice([res for res in PATHS if PATHS[res] not in taken])
+            aim = (PATHS[pick], pages(counts[pick], r.app))
         if aim is None:
             continue
         fault: dict[str, Any] = {"path_prefix": aim[0], "skip": rng.randrange(aim[1])}
         if kind == "provider_5xx":
             fault |= {"status": rng.choice((500, 502, 503)), "count": rng.randint(1, 5)}
         elif kind == "provider_429":
-            fault |= {
-                "status": 429,
-                "count": rng.randint(1, 4),
-                "retry_after": rng.choice((0, 0.5, 1)),
-            }
+            fault |= {"status": 429, "count": rng.randint(1, 4), "retry_after": rng.choice((0, 1))}
         else:
             fault |= {"kind": "slow", "seconds": rng.uniform(0.3, 1.5), "count": rng.randint(1, 3)}
-        provider.append(fault)
+        plan.provider.append(fault)
         r.faults[kind] += 1
 
-    window = WINDOW[r.mode]
-    timed = [
-        (rng.uniform(0.2, window), kind)
-        for kind in drawn
-        if kind
-        in ("sigkill", "sigterm", "postgrest_restart", "postgres_restart", "cancel", "retry")
-    ]
+    timed = ("sigkill", "sigterm", "postgrest_restart", "postgres_restart", "cancel", "retry")
+    plan.timed = [(rng.uniform(0.2, WINDOW[r.mode]), kind) for kind in drawn if kind in timed]
     if "sigkill" in drawn and rng.random() < 0.5:
-        timed.append((rng.uniform(0.2, window), "sigkill"))
-    return provider, sorted(timed), must_fail
+        plan.timed.append((rng.uniform(0.2, WINDOW[r.mode]), "sigkill"))
+    plan.timed.sort()
+    return plan
 
 
-def strike(
-    ch: Chaos, rng: random.Random, r: Round, crew: Crew, job_id: str, kind: str, clean: list[bool]
-) -> None:
-    """One timed fault. `clean[0]`: nothing yet this round that leaves a task processing
-    on its own (a kill, an outage), so that stopped workers must have released theirs."""
+def strike(ch: Chaos, rng: random.Random, r: Round, crew: Crew, job_id: str, kind: str) -> None:
+    """One timed fault."""
     if kind == "sigkill":
-        if crew.signal(signal.SIGKILL, rng.randint(1, crew.size), rng):
-            r.faults[kind] += 1
-            ch.totals["workers sigkilled"] += 1
-            clean[0] = False
+        killed = crew.signal(signal.SIGKILL, rng.randint(1, crew.size), rng)
+        r.faults[kind] += bool(killed)
+        ch.totals["workers sigkilled"] += killed
     elif kind == "sigterm":
-        everyone = rng.random() < 0.5
-        check = everyone and clean[0] and job_row(ch, job_id)["status"] in ACTIVE
+        everyone = rng.random() < 0.7
         crew.paused = everyone
-        count = crew.size if everyone else rng.randint(1, crew.size)
-        stopped = crew.signal(signal.SIGTERM, count, rng)
-        if stopped:
-            r.faults[kind] += 1
-            ch.totals["workers sigtermed"] += stopped
-        clean[0] = False
-        if everyone:
+        stopped = crew.signal(signal.SIGTERM, crew.size if everyone else 1, rng)
+        r.faults[kind] += bool(stopped)
+        ch.totals["workers sigtermed"] += stopped
+        if everyone and stopped:
+            # Every worker was stopped: the tasks that a live worker touched since the
+            # last kill, crash or outage (plus 1 s for requests still in flight) are
+            # released. Older ones may be orphans, left for the stale requeue.
             crew.await_stops()
-            left = [t for t in task_rows(ch, job_id) if t["status"] == "processing"]
-            ch.totals["sigterm release checks"] += bool(check and stopped)
-            if check and stopped and left:
+            left = [
+                t
+                for t in task_rows(ch, job_id)
+                if t["status"] == "processing" and t["heartbeat"] > crew.unclean + 1
+            ]
+            ch.totals["sigterm release checks"] += 1
+            if left:
                 r.broke(
                     "sigterm unclean",
                     len(left),
-                    "every worker was stopped with SIGTERM"
-                    f" and tasks are left processing: {describe_tasks(left)}",
+                    f"every worker was stopped with SIGTERM and tasks are left processing:"
+                    f" {describe_tasks(left)}",
                 )
-            clean[0] = check and not left and not crew.slow
         crew.paused = False
     elif kind in ("postgrest_restart", "postgres_restart"):
         crew.await_stops()
@@ -685,12 +697,10 @@ def strike(
             ch.stack.start_postgrest()
         else:
             ch.stack.restart_postgres(down)
+        crew.unclean = time.time()
         r.faults[kind] += 1
-        clean[0] = False
     elif kind in ("cancel", "retry"):
         status = job_row(ch, job_id)["status"]
-        if status == "completed":
-            return
         if status in ACTIVE:
             via_http = rng.random() < 0.5
             ch.call(
@@ -701,12 +711,10 @@ def strike(
                 ),
                 "cancel",
             )
-            if kind == "cancel":
-                r.faults[kind] += 1
-        if kind == "retry":
+            r.faults["cancel"] += kind == "cancel"
+        if kind == "retry" and status != "completed":
             time.sleep(rng.uniform(0.2, 1.0))
-            if ch.call(lambda: ch.db().retry_job(job_id), "retry") is not None:
-                r.faults["retry"] += 1
+            r.faults["retry"] += ch.call(lambda: ch.db().retry_job(job_id), "retry") is not None
 
 
 def settle(ch: Chaos, r: Round, crew: Crew, job_id: str) -> str:
@@ -847,54 +855,76 @@ def finish(
     return jobs
 
 
+def await_contradicted(ch: Chaos, r: Round, crew: Crew, job_id: str, plan: Plan) -> None:
+    """The provider still contradicting itself (and no other fault), the tasks that meet
+    it end within CONTRADICTION_SECONDS, and those that must fail do not complete."""
+    deadline = time.monotonic() + CONTRADICTION_SECONDS
+    while True:
+        tasks = [t for t in task_rows(ch, job_id) if t["resource"] in plan.contradicted]
+        active = [t for t in tasks if t["status"] in ACTIVE]
+        if not active or time.monotonic() > deadline:
+            break
+        crew.tick()
+        time.sleep(0.1)
+    ch.totals["contradiction checks"] += len(tasks)
+    r.notes.append(f"provider contradicting itself: {describe_tasks(tasks)}")
+    if active:
+        r.broke(
+            "jobs stuck",
+            len(active),
+            f"{CONTRADICTION_SECONDS:.0f} s into a provider contradicting itself, tasks"
+            f" still active: {describe_tasks(active)}",
+        )
+    done = [t for t in tasks if t["resource"] in plan.must_fail and t["status"] == "completed"]
+    if done:
+        r.broke(
+            "tasks failed silently",
+            len(done),
+            f"completed while the provider contradicted itself: {describe_tasks(done)}",
+        )
+
+
 def run_round(ch: Chaos, number: int) -> Round:
     rng = random.Random(SEED * 1_000_003 + number)
     mode: SyncMode = "full" if rng.random() < 0.5 else "incremental"
     r = Round(number, rng.choice(sorted(APPS)), mode)
     changed = ch.upstream.change(rng, str(number))
     expected = ch.upstream.snapshot()
-    provider, timed, must_fail = plan_faults(rng, r, ch, expected)
+    plan = plan_faults(rng, r, expected)
+    r.notes += [describe_fault(f) for f in plan.provider]
+    if r.mode == "incremental":  # only the tasks that run incrementally read /v1/events
+        query = "select collection_key from supasaasy.sync_state where app_key = %s"
+        synced = {c for (c,) in ch.sql(query, r.app)}
+        plan.contradicted = {res for res in plan.contradicted if COLLECTIONS[res][0] in synced}
+        plan.must_fail &= plan.contradicted
     log = ch.logs / f"round-{number:03d}.log"
-    states = {
-        c
-        for (c,) in ch.sql(
-            "select collection_key from supasaasy.sync_state where app_key = %s", r.app
-        )
-    }
-    if r.mode == "incremental":  # the tasks that run incrementally meet /v1/events
-        must_fail = [m for m in must_fail if COLLECTIONS[m][0] in states]
-    ch.faults(*provider)
+    ch.faults(*plan.provider)
     job_id = start_job(ch, rng, r.app, r.mode)
     crew = ch.crew(job_id, rng.randint(1, 3), log)
-    start, clean = time.monotonic(), [True]
-    for at, kind in timed:
+    start = time.monotonic()
+    for at, kind in plan.timed:
         while time.monotonic() - start < at:
             crew.tick()
             time.sleep(0.02)
         if job_row(ch, job_id)["status"] == "completed":
             break  # what is left would strike an idle stack
-        strike(ch, rng, r, crew, job_id, kind, clean)
+        strike(ch, rng, r, crew, job_id, kind)
     while time.monotonic() - start < WINDOW[r.mode]:
         crew.tick()
         time.sleep(0.02)
     crew.await_stops()
     if crew.slow:
         r.broke("sigterm unclean", len(crew.slow), "; ".join(crew.slow))
-    r.notes += [describe_fault(f) for f in provider]
-    tasks = [t for t in task_rows(ch, job_id) if t["resource"] in must_fail]
-    ch.totals["contradiction checks"] += len(tasks)
-    if tasks:
-        r.notes.append(f"at the window's end: {describe_tasks(tasks)}")
-    for t in tasks:
-        if t["status"] == "completed":
-            r.broke(
-                "tasks failed silently",
-                1,
-                f"{t['resource']} completed while the provider contradicted itself",
-            )
+    if plan.contradicted:
+        await_contradicted(ch, r, crew, job_id, plan)
     ch.faults()  # faults stop (PostgREST and Postgres are up again: restarts wait for them)
     for job in finish(ch, rng, r, crew, job_id, expected):
         check_counters(ch, r, job, expected)
+    resumed = [t for t in task_rows(ch, job_id) if t["attempts"] > 1]
+    ch.totals[f"{r.mode} tasks run in more than one attempt"] += len(resumed)
+    if crew.crashed:
+        r.notes.append(f"workers exited unasked, with codes {crew.crashed}")
+        ch.totals["workers exited unasked"] += len(crew.crashed)
     left = ch.sql(
         "select (select count(*) from supasaasy.sync_jobs where status in"
         " ('pending', 'processing')), (select count(*) from supasaasy.sync_job_tasks"
@@ -972,10 +1002,9 @@ def test_chaos(chaos: Chaos, project_root: Path) -> None:
         began = time.monotonic()
         r = run_round(chaos, number)
         rounds.append(r)
-        faults = ", ".join(f"{k}x{n}" for k, n in sorted(r.faults.items())) or "no fault"
         notes = f" [{' | '.join(r.notes)}]" if r.notes else ""
         print(
-            f"round {number}/{ROUNDS} {r.app} {r.mode}: {faults} -> {r.outcome},"
+            f"round {number}/{ROUNDS} {r.app} {r.mode}: {r.struck()} -> {r.outcome},"
             f" {len(r.breaks)} broken, {time.monotonic() - began:.1f} s{notes}",
             flush=True,
         )
