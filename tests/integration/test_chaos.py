@@ -41,6 +41,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -127,6 +128,7 @@ INVARIANTS = (
     "jobs stuck",
     "tasks failed silently",
     "sigterm unclean",
+    "rounds aborted",
 )
 ACTIVE = ("pending", "processing")
 Snapshot = dict[str, dict[str, dict[str, Any]]]  # collection -> id -> payload
@@ -141,6 +143,7 @@ class Upstream:
             base_url=url, headers={"Authorization": f"Bearer {STRIPE_KEY}"}, timeout=30
         )
         self.deleted: set[str] = set()
+        self.changes: Counter[str] = Counter()
         now = self.snapshot()
         subscribed = {s["customer"] for s in now["stripe_subscription"].values()}
         self.customers = list(now["stripe_customer"])
@@ -161,6 +164,11 @@ class Upstream:
     def send(self, method: str, path: str, params: dict[str, Any] | None = None) -> Any:
         response = self.api.request(method, path, data=dict(form_encode(params or {})))
         assert response.is_success, f"{method} {path}: {response.status_code} {response.text}"
+        kind = path.split("/")[2]
+        if method == "DELETE":
+            self.changes[f"{kind} {'cancelled' if kind == 'subscriptions' else 'deleted'}"] += 1
+        else:
+            self.changes[f"{kind} {'updated' if path.count('/') > 2 else 'created'}"] += 1
         return response.json()
 
     def _take(self, rng: random.Random, pool: list[str], recent: bool = False) -> str:
@@ -168,52 +176,36 @@ class Upstream:
         low = max(0, len(pool) - 50) if recent and rng.random() < 0.5 else 0
         return pool.pop(rng.randrange(low, len(pool)))
 
-    def change(self, rng: random.Random, tag: str) -> Counter[str]:
+    def change(self, rng: random.Random, tag: str) -> None:
         """One round's changes: about 100 customer events and a few of every other kind."""
-        done: Counter[str] = Counter()
         card = {
             "payment_method": "pm_card_visa",
             "invoice_settings": {"default_payment_method": "pm_card_visa"},
         }
+        changed = {"description": f"changed in {tag}", "metadata": {"changed": tag}}
         for i in range(rng.randint(20, 40)):
             paying = rng.random() < 0.25
-            params = {
+            params: dict[str, Any] = {
                 "name": f"Chaos {tag}.{i}",
                 "email": f"c{tag}.{i}@chaos.example",
-                "description": f"created in round {tag}",
-                "metadata": {"round": tag},
-                **(card if paying else {}),
             }
-            cid = self.send("POST", "/v1/customers", params)["id"]
+            cid = self.send("POST", "/v1/customers", params | (card if paying else {}))["id"]
             self.customers.append(cid)
             (self.payers if paying else self.free).append(cid)
-            done["customers created"] += 1
         for cid in rng.sample(self.customers, rng.randint(20, 40)):
-            self.send(
-                "POST",
-                f"/v1/customers/{cid}",
-                {"name": f"Renamed in {tag}", "metadata": {"updated": tag}},
-            )
-            done["customers updated"] += 1
+            self.send("POST", f"/v1/customers/{cid}", changed | {"name": f"Renamed in {tag}"})
         for _ in range(min(rng.randint(20, 40), len(self.free) - 100)):
             cid = self._take(rng, self.free, recent=True)
             self.customers.remove(cid)
             self.send("DELETE", f"/v1/customers/{cid}")
             self.deleted.add(cid)
-            done["customers deleted"] += 1
 
         for i in range(rng.randint(1, 3)):
-            pid = self.send(
-                "POST", "/v1/products", {"name": f"Bare {tag}.{i}", "metadata": {"round": tag}}
-            )["id"]
+            pid = self.send("POST", "/v1/products", {"name": f"Bare {tag}.{i}"})["id"]
             self.products.append(pid)
             self.bare.append(pid)
         for pid in rng.sample(self.products, 3):
-            self.send(
-                "POST",
-                f"/v1/products/{pid}",
-                {"description": f"changed in {tag}", "metadata": {"updated": tag}},
-            )
+            self.send("POST", f"/v1/products/{pid}", changed)
         for _ in range(min(rng.randint(0, 2), len(self.bare) - 1)):
             pid = self._take(rng, self.bare, recent=True)
             self.products.remove(pid)
@@ -227,46 +219,30 @@ class Upstream:
                 "currency": "usd",
                 "interval": "month",
                 "nickname": f"Spare {tag}.{i}",
-                "metadata": {"round": tag},
             }
             plan_id = self.send("POST", "/v1/plans", plan)["id"]
             self.plans.append(plan_id)
             self.spare.append(plan_id)
         for plan_id in rng.sample(self.plans, 3):
-            self.send(
-                "POST",
-                f"/v1/plans/{plan_id}",
-                {"nickname": f"Renamed in {tag}", "metadata": {"updated": tag}},
-            )
+            params = {"nickname": f"Renamed in {tag}", "metadata": {"changed": tag}}
+            self.send("POST", f"/v1/plans/{plan_id}", params)
         for _ in range(min(rng.randint(0, 2), len(self.spare) - 1)):
             plan_id = self._take(rng, self.spare, recent=True)
             self.plans.remove(plan_id)
             self.send("DELETE", f"/v1/plans/{plan_id}")
             self.deleted.add(plan_id)
-        done["products and plans changed"] += 12
 
         for _ in range(min(rng.randint(2, 6), len(self.payers))):
             items = [
-                {"plan": p, "quantity": rng.choice((1, 2, 5))}
-                for p in rng.sample(self.monthly, rng.choice((1, 1, 2)))
+                {"plan": plan_id, "quantity": rng.choice((1, 2, 5))}
+                for plan_id in rng.sample(self.monthly, rng.choice((1, 1, 2)))
             ]
-            sub = self.send(
-                "POST",
-                "/v1/subscriptions",
-                {
-                    "customer": self._take(rng, self.payers),
-                    "items": items,
-                    "metadata": {"round": tag},
-                },
-            )
-            self.live.append(sub["id"])
-            done["subscriptions created"] += 1
+            params = {"customer": self._take(rng, self.payers), "items": items}
+            self.live.append(self.send("POST", "/v1/subscriptions", params)["id"])
         for sid in rng.sample(self.live, rng.randint(2, 6)):
-            self.send("POST", f"/v1/subscriptions/{sid}", {"metadata": {"updated": tag}})
+            self.send("POST", f"/v1/subscriptions/{sid}", {"metadata": {"changed": tag}})
         for _ in range(rng.randint(1, 4)):
             self.send("DELETE", f"/v1/subscriptions/{self._take(rng, self.live)}")
-            done["subscriptions cancelled"] += 1
-        return done
 
     def _list(self, path: str, **params: str) -> Iterator[dict[str, Any]]:
         query: dict[str, Any] = {"limit": 100, **params}
@@ -444,6 +420,19 @@ class Chaos:
             "SUPASAASY_CONFIG": str(self.config),
             "CHAOS_STRIPE_KEY": STRIPE_KEY,
         }
+
+    def recover(self) -> None:
+        """After an aborted round: workers stopped, no fault, the stack up, no job active."""
+        for crew in self.crews:
+            crew.stop()
+        self.faults()
+        if self.stack.postgres is not None and self.stack.postgres.process is None:
+            self.stack.postgres.start()
+        if self.stack.postgrest is None:
+            self.stack.start_postgrest()
+        active = "select id from supasaasy.sync_jobs where status in ('pending', 'processing')"
+        for (job_id,) in self.sql(active):
+            self.call(partial(self.db().cancel_job, job_id), "cancel")
 
     def faults(self, *faults: dict[str, Any]) -> None:
         """Install provider faults in localstripe; none given: clear them."""
@@ -885,10 +874,22 @@ def await_contradicted(ch: Chaos, r: Round, crew: Crew, job_id: str, plan: Plan)
 
 
 def run_round(ch: Chaos, number: int) -> Round:
+    """One round; one that fails in the harness or the stack is noted as aborted, and
+    the stack is set right for the next."""
     rng = random.Random(SEED * 1_000_003 + number)
     mode: SyncMode = "full" if rng.random() < 0.5 else "incremental"
     r = Round(number, rng.choice(sorted(APPS)), mode)
-    changed = ch.upstream.change(rng, str(number))
+    try:
+        play(ch, rng, r)
+    except Exception as exc:
+        r.broke("rounds aborted", 1, f"{type(exc).__name__}: {str(exc)[:500]}")
+        ch.recover()
+    return r
+
+
+def play(ch: Chaos, rng: random.Random, r: Round) -> None:
+    number = r.number
+    ch.upstream.change(rng, str(number))
     expected = ch.upstream.snapshot()
     plan = plan_faults(rng, r, expected)
     r.notes += [describe_fault(f) for f in plan.provider]
@@ -925,23 +926,22 @@ def run_round(ch: Chaos, number: int) -> Round:
     if crew.crashed:
         r.notes.append(f"workers exited unasked, with codes {crew.crashed}")
         ch.totals["workers exited unasked"] += len(crew.crashed)
-    left = ch.sql(
+    jobs, tasks = ch.sql(
         "select (select count(*) from supasaasy.sync_jobs where status in"
         " ('pending', 'processing')), (select count(*) from supasaasy.sync_job_tasks"
         " where status = 'processing')"
     )[0]
-    if any(left):
+    if jobs or tasks:
         r.broke(
             "jobs stuck",
-            left[0] + left[1],
-            f"{left[0]} job(s) active and {left[1]} task(s) processing once every job ended",
+            max(jobs, 1),
+            f"once every job ended: {jobs} job(s) still active and {tasks} task(s) processing",
         )
+        ch.recover()
     if not check_rows(ch, r, expected):
         repair(ch, rng, r, expected)
     if not r.breaks:
         log.unlink(missing_ok=True)
-    ch.totals.update(changed)
-    return r
 
 
 def repair(ch: Chaos, rng: random.Random, r: Round, expected: Snapshot) -> None:
@@ -983,7 +983,8 @@ def line(fig: dict[str, Any]) -> str:
         f" duplicated {inv['duplicated']}, resurrected {inv['resurrected']},"
         f" stale {inv['stale']}; counters wrong {inv['counters wrong']};"
         f" jobs stuck {inv['jobs stuck']}; tasks failed silently"
-        f" {inv['tasks failed silently']}; sigterm unclean {inv['sigterm unclean']}"
+        f" {inv['tasks failed silently']}; sigterm unclean {inv['sigterm unclean']};"
+        f" rounds aborted {inv['rounds aborted']}"
     )
 
 
@@ -1008,6 +1009,7 @@ def test_chaos(chaos: Chaos, project_root: Path) -> None:
             f" {len(r.breaks)} broken, {time.monotonic() - began:.1f} s{notes}",
             flush=True,
         )
+    chaos.totals.update(chaos.upstream.changes)
     fig = figure(rounds, chaos)
     fig["seconds"] = round(time.monotonic() - started)
     out = project_root / "bench" / "results" / "chaos.json"
