@@ -13,16 +13,19 @@ and the job cancelled or retried. Then the faults stop and workers run until the
   fields): none lost, duplicated, resurrected (deleted upstream) or stale;
 - counters: an ended job's counters match its tasks; a completed full job counts each
   resource's objects exactly;
-- stuck: the job ends once faults stop, and no job or task is left active;
+- stuck: the job ends once faults stop, a task meeting a looping or empty listing ends
+  while it lasts, and no job or task is left active;
 - silent failures: a failed task or job says why; a task whose provider contradicted
   itself (`empty_more`, or `repeat` past the first page) does not complete;
 - SIGTERM: a worker exits within 2 s (+1 s for this busy machine) and, when every worker
-  of a job is stopped so, none of its tasks is left processing.
+  of a job is stopped so, none of the tasks they were running is left processing.
 
 A broken invariant is printed at once with its round, app, mode, faults and the seed; the
-run goes on to the end, prints the figure and writes it to bench/results/chaos.json, and
-then fails. SUPASAASY_CHAOS_ROUNDS (default 100) and SUPASAASY_CHAOS_SEED (default random,
-printed). The worker logs of rounds that broke something are kept in .supasaasy/chaos/.
+run goes on to the end (a round that fails in the harness or the stack counts as aborted),
+prints the figure and writes it to bench/results/chaos.json, and then fails.
+SUPASAASY_CHAOS_ROUNDS (default 100); SUPASAASY_CHAOS_SEED (default random, printed)
+replays a run's choices (apps, modes, upstream changes, faults and when they strike), not
+its timing. The worker logs of rounds that broke something are kept in .supasaasy/chaos/.
 """
 
 from __future__ import annotations
@@ -373,6 +376,7 @@ class Round:
     breaks: list[Break] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     outcome: str = ""
+    seconds: float = 0.0
 
     def struck(self) -> str:
         return ", ".join(f"{k}x{n}" for k, n in sorted(self.faults.items()) if n) or "no fault"
@@ -883,7 +887,11 @@ def run_round(ch: Chaos, number: int) -> Round:
         play(ch, rng, r)
     except Exception as exc:
         r.broke("rounds aborted", 1, f"{type(exc).__name__}: {str(exc)[:500]}")
-        ch.recover()
+        try:
+            ch.recover()
+        except Exception as again:
+            r.broke("rounds aborted", 0, f"and the stack could not be set right: {again}")
+            r.outcome = "fatal"
     return r
 
 
@@ -972,6 +980,19 @@ def figure(rounds: list[Round], ch: Chaos) -> dict[str, Any]:
             for r in rounds
             for b in r.breaks
         ],
+        "per_round": [
+            {
+                "round": r.number,
+                "app": r.app,
+                "mode": r.mode,
+                "faults": r.struck(),
+                "outcome": r.outcome,
+                "broken": len(r.breaks),
+                "seconds": round(r.seconds, 1),
+            }
+            for r in rounds
+        ],
+        "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
     }
 
 
@@ -1002,13 +1023,16 @@ def test_chaos(chaos: Chaos, project_root: Path) -> None:
     for number in range(1, ROUNDS + 1):
         began = time.monotonic()
         r = run_round(chaos, number)
+        r.seconds = time.monotonic() - began
         rounds.append(r)
         notes = f" [{' | '.join(r.notes)}]" if r.notes else ""
         print(
             f"round {number}/{ROUNDS} {r.app} {r.mode}: {r.struck()} -> {r.outcome},"
-            f" {len(r.breaks)} broken, {time.monotonic() - began:.1f} s{notes}",
+            f" {len(r.breaks)} broken, {r.seconds:.1f} s{notes}",
             flush=True,
         )
+        if r.outcome == "fatal":
+            break
     chaos.totals.update(chaos.upstream.changes)
     fig = figure(rounds, chaos)
     fig["seconds"] = round(time.monotonic() - started)
