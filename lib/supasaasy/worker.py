@@ -46,10 +46,6 @@ def shutdown_requested() -> bool:
     return _shutdown.is_set()
 
 
-def request_shutdown() -> None:
-    _shutdown.set()
-
-
 def wait_for_shutdown(seconds: float) -> bool:
     """Sleep up to `seconds`, waking at once on SIGTERM; whether a stop was asked."""
     return _shutdown.wait(seconds)
@@ -103,8 +99,8 @@ def _exit_when_idle() -> None:
     deadline = time.monotonic() + SHUTDOWN_GRACE_SECONDS
     while _running_count and time.monotonic() < deadline:
         time.sleep(0.05)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    os.kill(os.getpid(), signal.SIGTERM)
+    logging.shutdown()
+    os._exit(128 + signal.SIGTERM)  # as the default action would have ended it
 
 
 @dataclass

@@ -386,9 +386,10 @@ begin
     select id into v_active from supasaasy.sync_jobs
      where app_key = p_app_key and status in ('pending', 'processing')
      limit 1;
-    raise exception 'app % already has an active sync job', p_app_key
-        using errcode = 'SS002', detail = coalesce(v_active::text, ''),
-              hint = 'wait for it to end, or cancel it';
+    raise exception using
+        message = format('app %L already has an active sync job', p_app_key),
+        errcode = 'SS002', detail = coalesce(v_active::text, ''),
+        hint = 'wait for it to end, or cancel it';
 end;
 $$;
 
