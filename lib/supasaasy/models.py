@@ -116,6 +116,7 @@ class BatchChildSet(TypedDict):
     collection_key: str
     parent_field: str
     parent_id: str
+    observed_at: NotRequired[str]
 
 
 class WriteBatch(TypedDict):

@@ -23,10 +23,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal
 
-from .connectors import Connector, Deletion, Page, RateLimiter
+from .connectors import ChildSet, Connector, Deletion, Page, RateLimiter
 from .db import Database
 from .errors import OutOfTimeError, TaskLostError
 from .models import (
+    BatchChildSet,
     BatchCounts,
     BatchDeletion,
     BatchRow,
@@ -341,14 +342,7 @@ class ResourceSync:
                 row["observed_at"] = record.observed_at.isoformat()
             rows[key] = row
         batch.setdefault("deletes", []).extend(_deletion(d) for d in page.deletions)
-        batch.setdefault("children", []).extend(
-            {
-                "collection_key": c.collection_key,
-                "parent_field": c.parent_field,
-                "parent_id": c.parent_id,
-            }
-            for c in page.child_sets
-        )
+        batch.setdefault("children", []).extend(_child_set(c) for c in page.child_sets)
         return added
 
     def _finish_batch(
@@ -423,6 +417,17 @@ class _Writer:
         self.progress.updated += counts.updated
         self.progress.unchanged += counts.unchanged
         self.progress.deleted += counts.deleted
+
+
+def _child_set(child_set: ChildSet) -> BatchChildSet:
+    row: BatchChildSet = {
+        "collection_key": child_set.collection_key,
+        "parent_field": child_set.parent_field,
+        "parent_id": child_set.parent_id,
+    }
+    if child_set.observed_at:
+        row["observed_at"] = child_set.observed_at.isoformat()
+    return row
 
 
 def _deletion(deletion: Deletion) -> BatchDeletion:

@@ -472,7 +472,9 @@ $$;
 -- ---------------------------------------------------------------------------
 
 -- As before (see 20261129000200), and: a row whose tombstone is as new or newer is not
--- written; a deletion leaves a tombstone; `lock_timeout_ms` bounds each lock wait
+-- written; a deletion leaves a tombstone; a child set (`children`, with its parent's
+-- `observed_at`) removes only children stored from an older state, and they leave
+-- tombstones too; `lock_timeout_ms` bounds each lock wait
 -- (a worker near the end of its time budget fails fast with 55P03 and hands its task
 -- back instead of overrunning).
 create or replace function supasaasy.write_batch(jsonb)
@@ -572,16 +574,33 @@ begin
     end if;
 
     if jsonb_array_length(coalesce(b -> 'children', '[]')) > 0 then
-        delete from supasaasy.entities e
-         using jsonb_to_recordset(b -> 'children')
-               as c (collection_key text, parent_field text, parent_id text)
-         where e.app_key = v_app and e.collection_key = c.collection_key
-           and e.raw_payload ->> c.parent_field = c.parent_id
-           and not exists (
-               select 1 from jsonb_array_elements(b -> 'rows') as r
-                where r ->> 'collection_key' = c.collection_key
-                  and r ->> 'external_id' = e.external_id);
-        get diagnostics v_children = row_count;
+        -- Children stored from a later state than the child set's stay; those removed
+        -- leave tombstones, as deletions do.
+        with gone as (
+            delete from supasaasy.entities e
+             using jsonb_to_recordset(b -> 'children')
+                   as c (collection_key text, parent_field text, parent_id text,
+                         observed_at timestamptz)
+             where e.app_key = v_app and e.collection_key = c.collection_key
+               and e.raw_payload ->> c.parent_field = c.parent_id
+               and coalesce(c.observed_at, v_observed) >= coalesce(e.observed_at, '-infinity')
+               and not exists (
+                   select 1 from jsonb_array_elements(b -> 'rows') as r
+                    where r ->> 'collection_key' = c.collection_key
+                      and r ->> 'external_id' = e.external_id)
+            returning e.collection_key, e.external_id,
+                      coalesce(c.observed_at, v_observed) as observed_at
+        ), tombstones as (
+            insert into supasaasy.entity_tombstones as t
+                   (app_key, collection_key, external_id, observed_at)
+            select distinct on (collection_key, external_id)
+                   v_app, collection_key, external_id, observed_at
+              from gone
+             order by collection_key, external_id, observed_at desc
+            on conflict (app_key, collection_key, external_id) do update
+               set observed_at = greatest(t.observed_at, excluded.observed_at)
+        )
+        select count(*) into v_children from gone;
     end if;
 
     perform supasaasy.advance_checkpoint(v_task_id, v_attempt, (b ->> 'seq')::integer,

@@ -186,6 +186,33 @@ def test_a_deletion_leaves_a_tombstone_that_older_states_cannot_pass(
     assert rows(pg, app_key) == {"x"}  # created again upstream, later: kept
 
 
+def test_an_older_child_set_replayed_neither_removes_newer_children_nor_brings_back_old(
+    db: Database, pg: Pg, app_key: str
+) -> None:
+    """A subscription's items as of T3 (a, c: b removed), then its state as of T2 (a, b)
+    replayed by a resumed change feed: the items stay a and c."""
+    job = db.create_sync_job(app_key, "incremental", ["subscription"])
+    task = db.claim_task(job.id)
+    assert task is not None
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+    def state(seq: int, at: datetime, items: list[str]) -> WriteBatch:
+        stamp = at.isoformat()
+        subscription = {"collection_key": "sub", "external_id": "s", "raw_payload": {"n": seq},
+                        "observed_at": stamp}  # fmt: skip
+        children = [{"collection_key": "item", "external_id": i, "observed_at": stamp,
+                     "raw_payload": {"id": i, "subscription": "s"}} for i in items]  # fmt: skip
+        child_set = {"collection_key": "item", "parent_field": "subscription", "parent_id": "s",
+                     "observed_at": stamp}  # fmt: skip
+        return batch(task, seq, [subscription, *children], children=[child_set])  # type: ignore[list-item]
+
+    db.write_batch(state(1, t0, ["a", "b"]))
+    db.write_batch(state(2, t0 + timedelta(seconds=3), ["a", "c"]))
+    assert rows(pg, app_key, "item") == {"a", "c"}
+    db.write_batch(state(3, t0 + timedelta(seconds=2), ["a", "b"]))
+    assert rows(pg, app_key, "item") == {"a", "c"}
+
+
 @register
 class Poisoned(Connector):
     """Serves one object whose id no index can hold (54000: a program limit)."""

@@ -96,11 +96,13 @@ class Deletion:
 
 @dataclass(frozen=True)
 class ChildSet:
-    """After this page, the children of `parent_id` are exactly those it carries."""
+    """After this page, the children of `parent_id` are exactly those it carries (as of
+    `observed_at`, the parent's event time; children stored from a later state stay)."""
 
     collection_key: str
     parent_field: str
     parent_id: str
+    observed_at: datetime | None = None
 
 
 @dataclass

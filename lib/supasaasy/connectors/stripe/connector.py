@@ -185,7 +185,7 @@ class StripeConnector(Connector):
                 self._add(page, resource_type, obj, observed=observed, api_version=version)
                 if resource_type == "subscription":
                     page.child_sets.append(
-                        ChildSet("stripe_subscription_item", "subscription", obj["id"])
+                        ChildSet("stripe_subscription_item", "subscription", obj["id"], observed)
                     )
             yield page
 
