@@ -411,3 +411,31 @@ def test_a_failed_write_stops_the_fetching(db: Database, pg: Pg, app_key: str) -
     # The failing batch held pages 1-10; a few more came while it was written and a few
     # were prefetched, but not two more batches' worth (nor the other 90).
     assert Listed.SERVED[app_key] <= 25
+
+
+def test_a_worker_that_lost_its_task_to_another_stops_and_changes_nothing(
+    db: Database, pg: Pg, app_key: str
+) -> None:
+    """Worker A's task is requeued as stale and claimed by B (attempt 2) while A still
+    runs: A's next lease check stops it, and neither its heartbeat, its writes nor its
+    release at the end of its budget touch B's task."""
+    Listed.PAGES[app_key] = [[f"{p}-{i}" for i in range(5)] for p in range(40)]
+    Listed.DELAY[app_key] = 0.1
+    config = settings(AppConfig(app_key=app_key, connector="listed"))
+    job = db.create_sync_job(app_key, "full", ["thing"])
+    results: list[Any] = []
+    first = threading.Thread(
+        target=lambda: results.append(Worker(db, config, budget_seconds=3).run(job.id))
+    )
+    first.start()
+    while not Listed.SERVED.get(app_key):
+        time.sleep(0.01)
+    time.sleep(0.5)
+    db.requeue_stale_tasks(timedelta(0), 5)  # as if A had looked dead
+    taken = db.claim_task(job.id)  # worker B
+    assert taken is not None and taken.attempts == 2
+    first.join(10)
+    assert results and results[0].tasks_processed == 0 and results[0].released == 0
+    task = db.get_job_status(job.id).tasks[0]
+    assert (task.status, task.attempts) == ("processing", 2)
+    assert Listed.SERVED[app_key] < 25  # A stopped within about a second
