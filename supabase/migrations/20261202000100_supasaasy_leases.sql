@@ -41,17 +41,15 @@ alter table supasaasy.sync_jobs add column immediate boolean not null default fa
 -- Leases
 -- ---------------------------------------------------------------------------
 
--- Raises SS001 unless the task is processing under attempt p_attempt (null: any).
+-- Raises SS001 unless the task is processing under attempt p_attempt (null: no check).
+-- The task's row stays locked until the transaction ends (see task_lease), so that the
+-- lease cannot change between this check and the caller's update.
 create function supasaasy.check_lease(p_task_id uuid, p_attempt integer)
 returns void
 language plpgsql as $$
 begin
-    if p_attempt is not null and not exists (
-        select 1 from supasaasy.sync_job_tasks
-         where id = p_task_id and status = 'processing' and attempts = p_attempt
-    ) then
-        raise exception 'task % is no longer processing under attempt %', p_task_id, p_attempt
-            using errcode = 'SS001', hint = 'the task was requeued or finished; stop working on it';
+    if p_attempt is not null then
+        perform supasaasy.task_lease(p_task_id, p_attempt);
     end if;
 end;
 $$;

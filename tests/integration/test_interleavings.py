@@ -127,6 +127,23 @@ def test_a_cursor_that_loops_fails_the_task(
     assert "paging loops" in (status.tasks[0].error_message or "")
 
 
+def test_a_provider_echoing_the_key_leaves_it_in_no_message_and_no_log(
+    db: Database, app_key: str, stripe_api: httpx.Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    echo = f"Invalid API Key provided: Authorization: Bearer {KEY}; key {KEY}"
+    stripe_api.post("/_config/faults", json={"path_prefix": "/v1/customers", "status": 401,
+                                             "message": echo})  # fmt: skip
+    job = db.create_sync_job(app_key, "full", ["customer"])
+    with caplog.at_level("DEBUG", logger="supasaasy"):
+        run_job(db, settings(stripe_app(app_key, stripe_api)), job.id, calls=2)
+    status = db.get_job_status(job.id)
+    assert status.job.status == "failed"
+    task_error, job_error = status.tasks[0].error_message or "", status.job.error_message or ""
+    assert "Invalid API Key provided" in task_error
+    for text in (task_error, job_error, caplog.text):
+        assert KEY not in text and "interleavings" not in text
+
+
 def test_a_resumed_change_feed_does_not_bring_back_what_it_deleted(
     db: Database, pg: Pg, app_key: str, stripe_api: httpx.Client
 ) -> None:

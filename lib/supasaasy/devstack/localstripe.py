@@ -371,7 +371,8 @@ def _add_faults(app: Any) -> None:
     """`POST /_config/faults` makes requests under `path_prefix` misbehave, as a real
     provider may; `DELETE /_config/faults` clears them. For tests of failures. Fields:
 
-    - `kind`: `error` (the default: answer `status`, with `retry_after` as Retry-After),
+    - `kind`: `error` (the default: answer `status`, with `retry_after` as Retry-After and
+      `message` as the error's message),
       `empty_more` (a page with no data that says `has_more: true`), `repeat` (answer as
       if `starting_after` were not given: the first page again), `slow` (wait `seconds`,
       then answer normally);
@@ -408,7 +409,8 @@ def _add_faults(app: Any) -> None:
                 await asyncio.sleep(float(fault.get("seconds", 1.0)))
                 return await handler(request)
             headers = {"Retry-After": str(fault["retry_after"])} if "retry_after" in fault else {}
-            body = {"error": {"type": "api_error", "message": f"injected {fault['status']}"}}
+            message = fault.get("message", f"injected {fault['status']}")
+            body = {"error": {"type": "api_error", "message": message}}
             return web.json_response(body, status=fault["status"], headers=headers)
         return await handler(request)
 
