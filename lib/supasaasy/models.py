@@ -117,6 +117,7 @@ class BatchChildSet(TypedDict):
     parent_field: str
     parent_id: str
     observed_at: NotRequired[str]
+    complete: NotRequired[bool]  # false: the provider truncated the list
 
 
 class WriteBatch(TypedDict):

@@ -427,6 +427,8 @@ def _child_set(child_set: ChildSet) -> BatchChildSet:
     }
     if child_set.observed_at:
         row["observed_at"] = child_set.observed_at.isoformat()
+    if not child_set.complete:
+        row["complete"] = False
     return row
 
 

@@ -472,7 +472,9 @@ $$;
 -- As before (see 20261129000200), and: a row whose tombstone is as new or newer is not
 -- written; a deletion leaves a tombstone; a child set (`children`, with its parent's
 -- `observed_at`) removes only children stored from an older state, and they leave
--- tombstones too; `lock_timeout_ms` bounds each lock wait
+-- tombstones too, while one marked `complete: false` (the provider truncated it) removes
+-- none and, in a full sync, keeps its stored children from the sweep; `lock_timeout_ms`
+-- bounds each lock wait
 -- (a worker near the end of its time budget fails fast with 55P03 and hands its task
 -- back instead of overrunning).
 create or replace function supasaasy.write_batch(jsonb)
@@ -572,14 +574,30 @@ begin
     end if;
 
     if jsonb_array_length(coalesce(b -> 'children', '[]')) > 0 then
+        -- A child set the provider truncated (complete: false) removes nothing, and in a
+        -- full sync its stored children count as seen: no sweep removes what was merely
+        -- not listed.
+        if v_full then
+            insert into supasaasy.sync_task_seen (task_id, collection_key, external_ids)
+            select v_task_id, c.collection_key, array_agg(e.external_id)
+              from jsonb_to_recordset(b -> 'children')
+                   as c (collection_key text, parent_field text, parent_id text,
+                         complete boolean)
+              join supasaasy.entities e
+                on e.app_key = v_app and e.collection_key = c.collection_key
+               and e.raw_payload ->> c.parent_field = c.parent_id
+             where c.complete is false
+             group by c.collection_key;
+        end if;
         -- Children stored from a later state than the child set's stay; those removed
         -- leave tombstones, as deletions do.
         with gone as (
             delete from supasaasy.entities e
              using jsonb_to_recordset(b -> 'children')
                    as c (collection_key text, parent_field text, parent_id text,
-                         observed_at timestamptz)
-             where e.app_key = v_app and e.collection_key = c.collection_key
+                         observed_at timestamptz, complete boolean)
+             where coalesce(c.complete, true)
+               and e.app_key = v_app and e.collection_key = c.collection_key
                and e.raw_payload ->> c.parent_field = c.parent_id
                and coalesce(c.observed_at, v_observed) >= coalesce(e.observed_at, '-infinity')
                and not exists (

@@ -230,6 +230,27 @@ def test_an_older_child_set_replayed_neither_removes_newer_children_nor_brings_b
     assert rows(pg, app_key, "item") == {"a", "c"}
 
 
+def test_a_truncated_child_set_keeps_the_stored_children_from_the_sweep(
+    db: Database, pg: Pg, app_key: str
+) -> None:
+    """A conversation with more parts than the provider lists (it caps them): a full
+    sync that sees only the first part keeps the others."""
+    for listed, complete in ((["p1", "p2", "p3"], True), (["p1"], False)):
+        job = db.create_sync_job(app_key, "full", ["conversation"])
+        task = db.claim_task(job.id)
+        assert task is not None
+        parts = [{"collection_key": "part", "external_id": p,
+                  "raw_payload": {"id": p, "conversation_id": "c"}} for p in listed]  # fmt: skip
+        conversation = {"collection_key": "conversation", "external_id": "c", "raw_payload": {}}
+        child_set = {"collection_key": "part", "parent_field": "conversation_id",
+                     "parent_id": "c", "complete": complete}  # fmt: skip
+        db.write_batch(batch(task, 1, [conversation, *parts], mode="full",  # type: ignore[list-item]
+                             children=[child_set]))  # fmt: skip
+        db.finish_task({"task_id": str(task.id), "attempt": task.attempts, "entity_count": 0,
+                        "sweep_collections": ["conversation", "part"]})  # fmt: skip
+        assert rows(pg, app_key, "part") == {"p1", "p2", "p3"}
+
+
 @register
 class Poisoned(Connector):
     """Serves one object whose id no index can hold (54000: a program limit)."""

@@ -97,12 +97,15 @@ class Deletion:
 @dataclass(frozen=True)
 class ChildSet:
     """After this page, the children of `parent_id` are exactly those it carries (as of
-    `observed_at`, the parent's event time; children stored from a later state stay)."""
+    `observed_at`, the parent's event time; children stored from a later state stay).
+    `complete=False`: the provider listed only some of them (it caps the list), so none
+    is removed, and a full sync's sweep keeps those stored."""
 
     collection_key: str
     parent_field: str
     parent_id: str
     observed_at: datetime | None = None
+    complete: bool = True
 
 
 @dataclass
