@@ -512,6 +512,28 @@ class Database:
             ).execute()
         return len(rows)
 
+    def stored_external_ids(
+        self, app_key: str, collection_key: str, page_size: int = 1000
+    ) -> list[str]:
+        """The external ids of an app's rows in one collection, a page of ids a request."""
+        found: list[str] = []
+        while True:
+            with _translated():
+                data = (
+                    self.rest.table("entities")
+                    .select("external_id")
+                    .eq("app_key", app_key)
+                    .eq("collection_key", collection_key)
+                    .order("external_id")
+                    .range(len(found), len(found) + page_size - 1)
+                    .execute()
+                    .data
+                )
+            ids = [str(row["external_id"]) for row in _rows(data)]
+            found.extend(ids)
+            if len(ids) < page_size:
+                return found
+
     def get_sync_state(self, app_key: str, collection_key: str) -> SyncState | None:
         with _translated():
             data = (

@@ -154,6 +154,10 @@ class ResourceSync:
         should_stop: Callable[[], bool] = lambda: False,
     ) -> SyncOutcome:
         resource = self.connector.metadata.resource(task.resource_type)
+        app_key = self.connector.app.app_key
+        self.connector.stored_ids = lambda collection: self.db.stored_external_ids(
+            app_key, collection
+        )
         resumed = TaskCursor.decode(task.cursor)
         mode, since = (resumed.mode, None) if resumed else self._choose_mode(task, requested)
         if resumed and mode == "incremental":

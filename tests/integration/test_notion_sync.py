@@ -72,6 +72,8 @@ class FakeNotion:
         self.standalone: list[dict[str, Any]] = []
         self.users: list[dict[str, Any]] = []
         self.requests: list[tuple[str, str]] = []
+        # Data sources search leaves out, as Notion's documentation warns it may.
+        self.unlisted: set[str] = set()
 
     def add_data_source(
         self, source_id: str, title: str, props: list[tuple[str, str, str]]
@@ -105,7 +107,7 @@ class FakeNotion:
         body = json.loads(request.content)
         self.requests.append(("search", body["filter"]["value"]))
         if body["filter"]["value"] == "data_source":
-            items = list(self.data_sources.values())
+            items = [s for s in self.data_sources.values() if s["id"] not in self.unlisted]
         else:
             items = [p for rows in self.rows.values() for p in rows] + self.standalone
         descending = body["sort"]["direction"] == "descending"
@@ -120,6 +122,13 @@ class FakeNotion:
         body = json.loads(request.content)
         rows = sorted(self.rows[source_id], key=lambda o: (o["created_time"], o["id"]))
         return self._listing(rows, body["page_size"], body.get("start_cursor"))
+
+    def get_data_source(self, request: httpx.Request, source_id: str) -> httpx.Response:
+        self.requests.append(("get", source_id))
+        if source_id not in self.data_sources:
+            gone = {"object": "error", "status": 404, "code": "object_not_found", "message": "gone"}
+            return httpx.Response(404, json=gone)
+        return httpx.Response(200, json=self.data_sources[source_id])
 
     def list_users(self, request: httpx.Request) -> httpx.Response:
         self.requests.append(("users", ""))
@@ -155,6 +164,9 @@ def notion(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeNotion]:
             side_effect=fake.query
         )
         respx_mock.get(f"{API}/v1/users").mock(side_effect=fake.list_users)
+        respx_mock.get(url__regex=rf"{API}/v1/data_sources/(?P<source_id>[^/]+)$").mock(
+            side_effect=fake.get_data_source
+        )
         yield fake
 
 
@@ -239,6 +251,25 @@ def test_full_sync_stores_every_object_and_sweeps_what_is_gone(
         " from supasaasy.entities where app_key = %s and external_id = 'page-task-1'",
         (app_key,)).fetchone()  # fmt: skip
     assert renamed == ("Renamed",)
+
+
+def test_a_data_source_search_leaves_out_is_checked_not_swept(
+    db: Database, pg: Pg, app_key: str, notion: FakeNotion
+) -> None:
+    application = app(app_key)
+    sync(db, application, ["data_source", "page"])
+    before = stored(pg, app_key)
+    notion.unlisted = {NOTES}  # still there, but search does not list it
+    notion.data_sources[TASKS]["in_trash"] = True  # listed by nothing either once trashed
+    notion.unlisted.add(TASKS)
+    second = sync(db, application, ["data_source", "page"])
+    after = stored(pg, app_key)
+    assert after["notion_data_source"] == {NOTES}  # Tasks is in the trash: gone
+    assert after["notion_data_source_property"] == {f"{NOTES}:title", f"{NOTES}:t%40g"}
+    assert {"page-note-1", "page-note-2"} <= after["notion_page"]
+    assert before["notion_data_source"] == {TASKS, NOTES}
+    assert second["data_source"].progress.deleted == 4  # Tasks and its three properties
+    assert ("get", NOTES) in notion.requests and ("query", NOTES) in notion.requests
 
 
 def test_incremental_sync_reads_the_edits_since_the_watermark(

@@ -11,7 +11,7 @@ import os
 import re
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar, TypeVar
@@ -176,6 +176,10 @@ class Connector(ABC):
         # When (time.monotonic()) the caller's time budget ends: requests and retries
         # that would run past it are not made (OutOfTimeError).
         self.deadline: float | None = None
+        # The external ids this app has stored in a collection: for a connector whose
+        # listing may leave objects out, to check those it did not list one by one
+        # rather than let a full sync's sweep take them for gone.
+        self.stored_ids: Callable[[str], list[str]] = lambda collection_key: []
 
     def seconds_left(self) -> float | None:
         """Of the caller's time budget; None without one."""

@@ -37,6 +37,7 @@ from ..base import (
     ConfigError,
     Connector,
     ConnectorMetadata,
+    Deletion,
     Page,
     ProviderError,
     RateLimiter,
@@ -171,9 +172,15 @@ class NotionConnector(Connector):
 
     def _data_sources(self, cursor: str | None, since: datetime | None) -> Iterator[Page]:
         """Every data source (least recently edited first), or those edited since `since`
-        (most recently edited first, stopping at the watermark)."""
+        (most recently edited first, stopping at the watermark).
+
+        Search may leave data sources out, so a full sync's last page also carries every
+        stored data source the search did not list, fetched one by one: as it is, or as
+        a deletion (with its properties) when Notion answers 404 or has it in the trash.
+        Nothing is swept for merely not being listed."""
         floor = self._edited_floor(since) if since is not None else None
         direction = "ascending" if since is None else "descending"
+        listed: set[str] = set()
         for objects, after in self._search("data_source", direction, cursor):
             page = Page(cursor=after)
             for obj in objects:
@@ -182,11 +189,31 @@ class NotionConnector(Connector):
                 if floor is not None and _timestamp(obj, "last_edited_time") < floor:
                     page.cursor = None  # the rest were edited before the watermark
                     break
+                listed.add(obj["id"])
                 if not self._before_sync_from(obj):
                     self._add_data_source(page, obj)
+            if page.cursor is None and since is None:
+                for source_id in sorted(set(self.stored_ids(DATA_SOURCE)) - listed):
+                    self._check_data_source(page, source_id)
             yield page
             if page.cursor is None:
                 return
+
+    def _check_data_source(self, page: Page, source_id: str) -> None:
+        """A stored data source the search did not list: kept as it is upstream, or
+        deleted with its properties when Notion says it is gone (404, or in the trash)."""
+        try:
+            source = self.http.get_json(f"/v1/data_sources/{source_id}")
+        except ProviderError as exc:
+            if exc.status != 404:
+                raise
+            source = None
+        if source is None or source.get("in_trash") is True:
+            log.info("notion data source %s is gone upstream", source_id)
+            page.deletions.append(Deletion(DATA_SOURCE, source_id))
+            page.child_sets.append(ChildSet(PROPERTY, "data_source_id", source_id))
+        elif not self._before_sync_from(source):
+            self._add_data_source(page, source)
 
     def _add_data_source(self, page: Page, found: dict[str, Any]) -> None:
         source_id = found["id"]
@@ -298,13 +325,15 @@ class NotionConnector(Connector):
         return resource
 
     def _data_source_ids(self) -> list[str]:
+        """The data sources whose rows a full sync reads: those search lists, and those
+        stored (search may leave some out; one that is gone answers 404 and is skipped)."""
         ids = {
             obj["id"]
             for objects, _ in self._search("data_source", "ascending", None)
             for obj in objects
             if obj.get("object") == "data_source"
         }
-        return sorted(ids)
+        return sorted(ids | set(self.stored_ids(DATA_SOURCE)))
 
     def _search(
         self, kind: str, direction: str, cursor: str | None
