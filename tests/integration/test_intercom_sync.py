@@ -15,7 +15,7 @@ import psycopg
 import pytest
 import respx
 
-import supasaasy.connectors.intercom  # noqa: F401  (registers the connector)
+import supasaasy.connectors.intercom.connector as intercom_connector
 from supasaasy.config import AppConfig
 from supasaasy.connectors import create_connector
 from supasaasy.db import Database
@@ -53,6 +53,10 @@ class FakeIntercom:
         self.searches: list[tuple[str, Any]] = []
         self.retrieved: list[str] = []
         self.tokens: set[str] = set()
+        self.scrolls: dict[str, tuple[int, float]] = {}  # scroll_param -> position, last use
+        self.scroll_expiry = 60.0  # seconds unused
+        self.opened = 0
+        self.scroll_faults = 0  # next scroll requests that move on, then answer a 500
 
     @classmethod
     def seeded(cls) -> FakeIntercom:
@@ -143,12 +147,35 @@ class FakeIntercom:
         return httpx.Response(200, json=body)
 
     def scroll(self, request: httpx.Request) -> httpx.Response:
+        """As Intercom scrolls: one open scroll per app, one scroll_param for all its
+        pages, the position kept here (a lost answer has moved it on anyway), and a
+        scroll unused for `scroll_expiry` seconds gone."""
+        now = time.monotonic()
+        self.scrolls = {k: v for k, v in self.scrolls.items() if now - v[1] < self.scroll_expiry}
         param = request.url.params.get("scroll_param")
-        offset = int(param.rsplit("-", 1)[1]) if param else 0
+        if param is None:
+            if self.scrolls:
+                return httpx.Response(400, json={"type": "error.list", "errors": [
+                    {"code": "scroll_exists", "message": "scroll already exists"}]})  # fmt: skip
+            self.opened += 1
+            param = f"scroll-{self.opened}"
+            self.scrolls[param] = (0, now)
+        if param not in self.scrolls:
+            return httpx.Response(404, json={"type": "error.list", "errors": [
+                {"code": "not_found", "message": "scroll_param not found"}]})  # fmt: skip
+        offset = self.scrolls[param][0]
         chunk = sorted(self.companies)[offset : offset + 2]
+        self.scrolls[param] = (offset + 2, now)
+        if self.scroll_faults:
+            self.scroll_faults -= 1
+            return httpx.Response(500, json={"type": "error.list", "errors": [
+                {"code": "server_error", "message": "Request failed due to an internal network"
+                 " error. Please restart the scroll operation."}]})  # fmt: skip
+        if not chunk:
+            del self.scrolls[param]  # the end: the scroll expires
         return self.ok(request, {"type": "list", "data": [self.companies[c] for c in chunk],
                                  "pages": None, "total_count": None,
-                                 "scroll_param": f"scroll-{offset + 2}"})  # fmt: skip
+                                 "scroll_param": param})  # fmt: skip
 
     def _page(
         self, objects: list[dict[str, Any]], key: str, kind: str, per_page: int, after: str | None
@@ -297,6 +324,30 @@ def test_full_sync_stores_everything_and_sweeps_what_upstream_dropped(
     # 1001's payload embeds its parts, so losing one changes it; 1002 and both parts do not.
     progress = second["conversation"].progress
     assert (progress.created, progress.updated, progress.unchanged) == (0, 1, 3)
+
+
+def test_a_company_scroll_that_fails_midway_restarts_and_sweeps_only_what_is_gone(
+    db: Database, pg: Pg, app_key: str, intercom: FakeIntercom, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Intercom's minute, scaled down: the failed scroll stays open until it expires.
+    intercom.scroll_expiry = 1.0
+    monkeypatch.setattr(intercom_connector, "SCROLL_BUSY_WAIT", 0.7)
+    application = app(app_key)
+    intercom.companies["comp_4"] = {**intercom.companies["comp_3"], "id": "comp_4"}
+    run_job(db, application, "full", ("company",))
+    assert sorted(stored(pg, app_key, "intercom_company")) == [
+        "comp_1", "comp_2", "comp_3", "comp_4"]  # fmt: skip
+
+    # comp_2 goes upstream; the scroll's second request moves it past comp_3 and comp_4,
+    # and its answer asks for a restart. Asked again with the same scroll_param, the
+    # scroll would end there, and the sweep would take comp_3 and comp_4 for gone. A new
+    # scroll waits for the failed one to expire.
+    del intercom.companies["comp_2"]
+    intercom.scroll_faults = 1
+    outcome = run_job(db, application, "full", ("company",))["company"]
+    assert sorted(stored(pg, app_key, "intercom_company")) == ["comp_1", "comp_3", "comp_4"]
+    assert outcome.progress.deleted == 1
+    assert intercom.opened == 3
 
 
 def test_incremental_sync_searches_updates_and_replaces_parts(

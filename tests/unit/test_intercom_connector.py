@@ -26,6 +26,7 @@ from supasaasy.connectors import (
     known_connectors,
 )
 from supasaasy.connectors.intercom import API_VERSION, IntercomConnector
+from supasaasy.connectors.intercom.connector import MAX_SCROLL_RESTARTS, SCROLL_BUSY_WAIT
 
 API = "https://intercom.test"
 TOKEN = "dG9rOmludGVyY29tX3VuaXRfc2VjcmV0XzEyMw=="
@@ -183,63 +184,164 @@ def test_archived_or_deleted_contacts_are_archived(respx_mock: respx.MockRouter)
     ]  # fmt: skip
 
 
+def scroll_page(companies: list[dict[str, Any]], param: str = "25b649f7") -> httpx.Response:
+    return httpx.Response(200, json={"type": "list", "data": companies, "pages": None,
+                                     "total_count": None, "scroll_param": param})  # fmt: skip
+
+
+RESTART = intercom_error(
+    "server_error",
+    "Request failed due to an internal network error. Please restart the scroll operation.",
+)
+
+
 @respx.mock(base_url=API, assert_all_called=True)
 def test_companies_scroll_to_an_empty_page(respx_mock: respx.MockRouter) -> None:
     route = respx_mock.get("/companies/scroll").mock(side_effect=[
-        httpx.Response(200, json={"type": "list", "data": [company(1), company(2)],
-                                  "scroll_param": "25b649f7"}),
-        httpx.Response(200, json={"type": "list", "data": [company(3, archived=True)],
-                                  "scroll_param": "25b649f7"}),
-        httpx.Response(200, json={"type": "list", "data": [], "scroll_param": "25b649f7"}),
+        scroll_page([company(1), company(2)]),
+        scroll_page([company(3, archived=True)]),
+        scroll_page([]),
     ])  # fmt: skip
     intercom, _ = connector()
     pages = list(intercom.full_sync("company"))
 
     assert [[(r.external_id, r.archived) for r in p.records] for p in pages] == [
         [("6762f0001", False), ("6762f0002", False)], [("6762f0003", True)], []]  # fmt: skip
-    assert [p.cursor for p in pages] == ["25b649f7", "25b649f7", None]
+    # The scroll_param names the scroll, not a place in it: each page's cursor is its own.
+    assert [p.cursor for p in pages] == ["scroll:1", "scroll:2", None]
     assert {r.collection_key for p in pages for r in p.records} == {"intercom_company"}
     assert [query(c.request) for c in route.calls] == [
         {}, {"scroll_param": ["25b649f7"]}, {"scroll_param": ["25b649f7"]}]  # fmt: skip
 
 
 @respx.mock(base_url=API, assert_all_called=True)
-def test_an_expired_scroll_is_started_again(respx_mock: respx.MockRouter) -> None:
+def test_a_scroll_asked_to_restart_starts_again_from_the_beginning(
+    respx_mock: respx.MockRouter,
+) -> None:
     route = respx_mock.get("/companies/scroll").mock(side_effect=[
-        httpx.Response(404, json=intercom_error("not_found", "scroll_param not found")),
-        httpx.Response(200, json={"type": "list", "data": [company(1)], "scroll_param": "new"}),
-        httpx.Response(200, json={"type": "list", "data": [], "scroll_param": "new"}),
+        scroll_page([company(1)], "first"),
+        httpx.Response(500, json=RESTART),  # never retried with the same scroll_param
+        scroll_page([company(1), company(2)], "second"),
+        scroll_page([], "second"),
     ])  # fmt: skip
     intercom, slept = connector()
-    pages = list(intercom.full_sync("company", cursor="expired"))
+    pages = list(intercom.full_sync("company"))
+
     assert [query(c.request) for c in route.calls] == [
-        {"scroll_param": ["expired"]}, {}, {"scroll_param": ["new"]}]  # fmt: skip
-    assert [r.external_id for p in pages for r in p.records] == ["6762f0001"]
+        {}, {"scroll_param": ["first"]}, {}, {"scroll_param": ["second"]}]  # fmt: skip
+    assert [[r.external_id for r in p.records] for p in pages] == [
+        ["6762f0001"], ["6762f0001", "6762f0002"], []]  # fmt: skip
+    assert [p.cursor for p in pages] == ["scroll:1", "scroll:2", None]
     assert slept == []
 
 
 @respx.mock(base_url=API, assert_all_called=True)
-def test_a_new_scroll_refused_is_an_error(respx_mock: respx.MockRouter) -> None:
-    respx_mock.get("/companies/scroll").mock(
-        return_value=httpx.Response(
-            400, json=intercom_error("scroll_exists", "scroll already exists for this workspace")
-        )
-    )
+def test_an_expired_scroll_or_a_lost_answer_starts_it_again(respx_mock: respx.MockRouter) -> None:
+    route = respx_mock.get("/companies/scroll").mock(side_effect=[
+        scroll_page([company(1)], "a"),
+        httpx.Response(404, json=intercom_error("not_found", "scroll_param not found")),
+        scroll_page([company(1)], "b"),
+        httpx.ReadTimeout("timed out"),  # the scroll may have moved on: never asked again
+        scroll_page([company(1)], "c"),
+        scroll_page([], "c"),
+    ])  # fmt: skip
+    intercom, slept = connector()
+    pages = list(intercom.full_sync("company"))
+    assert [query(c.request).get("scroll_param") for c in route.calls] == [
+        None, ["a"], None, ["b"], None, ["c"]]  # fmt: skip
+    assert [p.cursor for p in pages] == ["scroll:1", "scroll:2", "scroll:3", None]
+    assert slept == []
+
+
+@respx.mock(base_url=API, assert_all_called=True)
+def test_a_resumed_company_sync_starts_a_new_scroll(respx_mock: respx.MockRouter) -> None:
+    route = respx_mock.get("/companies/scroll").mock(side_effect=[
+        scroll_page([company(1)], "fresh"), scroll_page([], "fresh"),
+        scroll_page([company(1)], "again"), scroll_page([], "again"),
+    ])  # fmt: skip
     intercom, _ = connector()
+    resumed = list(intercom.full_sync("company", cursor="scroll:7"))
+    # A cursor saved by an older version (a raw scroll_param) is not resumed either.
+    legacy = list(intercom.full_sync("company", cursor="25b649f7"))
+
+    assert [query(c.request) for c in route.calls] == [
+        {}, {"scroll_param": ["fresh"]}, {}, {"scroll_param": ["again"]}]  # fmt: skip
+    assert [p.cursor for p in resumed] == ["scroll:8", None]  # distinct from those before
+    assert [p.cursor for p in legacy] == ["scroll:1", None]
+    assert [r.external_id for p in resumed + legacy for r in p.records] == ["6762f0001"] * 2
+
+
+@respx.mock(base_url=API, assert_all_called=True)
+def test_restarts_are_bounded(respx_mock: respx.MockRouter) -> None:
+    route = respx_mock.get("/companies/scroll").mock(return_value=httpx.Response(500, json=RESTART))
+    intercom, slept = connector()
     with pytest.raises(ProviderError) as err:
         list(intercom.full_sync("company"))
-    assert str(err.value) == ("Intercom GET /companies/scroll failed: 400 scroll already exists"
-                              " for this workspace (scroll_exists)")  # fmt: skip
+    assert route.call_count == 1 + MAX_SCROLL_RESTARTS and slept == []
+    assert str(err.value) == (
+        f"Intercom GET /companies/scroll: the company scroll was started {1 + MAX_SCROLL_RESTARTS}"
+        " times and failed each time; last: Intercom GET /companies/scroll failed: 500 Request"
+        " failed due to an internal network error. Please restart the scroll operation."
+        " (server_error)")  # fmt: skip
+    assert err.value.status == 500
+
+
+@respx.mock(base_url=API, assert_all_called=True)
+def test_other_scroll_errors_fail_at_once(respx_mock: respx.MockRouter) -> None:
+    route = respx_mock.get("/companies/scroll").mock(side_effect=[
+        scroll_page([company(1)]),
+        httpx.Response(200, json={"type": "list", "data": [{"type": "company"}]}),
+        httpx.Response(401, json=intercom_error("unauthorized", "Access Token Invalid")),
+    ])  # fmt: skip
+    intercom, _ = connector()
+    with pytest.raises(ProviderError, match=r"malformed object \(no id\) at position 0"):
+        list(intercom.full_sync("company"))
+    with pytest.raises(ProviderError) as err:
+        list(intercom.full_sync("company"))
+    assert (
+        str(err.value) == "Intercom GET /companies/scroll failed: 401 Access Token Invalid"
+        " (unauthorized)"
+    )
+    assert route.call_count == 3
+
+
+SCROLL_EXISTS = intercom_error("scroll_exists", "scroll already exists for this workspace")
+
+
+@respx.mock(base_url=API, assert_all_called=True)
+def test_a_scroll_already_open_is_waited_for(respx_mock: respx.MockRouter) -> None:
+    route = respx_mock.get("/companies/scroll").mock(side_effect=[
+        httpx.Response(400, json=SCROLL_EXISTS), scroll_page([company(1)]), scroll_page([]),
+    ])  # fmt: skip
+    intercom, slept = connector()
+    pages = list(intercom.full_sync("company"))
+    assert slept == [SCROLL_BUSY_WAIT]  # an abandoned scroll expires a minute after its last use
+    assert route.call_count == 3
+    assert [r.external_id for p in pages for r in p.records] == ["6762f0001"]
+
+
+@respx.mock(base_url=API, assert_all_called=True)
+def test_a_scroll_that_stays_open_elsewhere_fails_clearly(respx_mock: respx.MockRouter) -> None:
+    route = respx_mock.get("/companies/scroll").mock(
+        return_value=httpx.Response(400, json=SCROLL_EXISTS)
+    )
+    intercom, slept = connector()
+    with pytest.raises(ProviderError) as err:
+        list(intercom.full_sync("company"))
+    assert route.call_count == 1 + MAX_SCROLL_RESTARTS
+    assert slept == [SCROLL_BUSY_WAIT] * MAX_SCROLL_RESTARTS
+    assert str(err.value).startswith(
+        "Intercom GET /companies/scroll: another company scroll is open for this app (Intercom"
+        " allows one at a time: is another sync or integration scrolling companies?)"
+    )
     assert err.value.status == 400
 
 
 @respx.mock(base_url=API, assert_all_called=True)
 def test_sync_from_keeps_objects_created_since(respx_mock: respx.MockRouter) -> None:
     respx_mock.get("/companies/scroll").mock(side_effect=[
-        httpx.Response(200, json={"type": "list", "scroll_param": "s",
-                                  "data": [company(1, created_at=1_704_067_199),
-                                           company(2, created_at=1_704_067_200)]}),
-        httpx.Response(200, json={"type": "list", "data": [], "scroll_param": "s"}),
+        scroll_page([company(1, created_at=1_704_067_199), company(2, created_at=1_704_067_200)]),
+        scroll_page([]),
     ])  # fmt: skip
     intercom, _ = connector(sync_from=datetime(2024, 1, 1, tzinfo=UTC))
     assert [r.external_id for p in intercom.full_sync("company") for r in p.records] == [

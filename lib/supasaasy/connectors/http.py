@@ -77,8 +77,10 @@ class ProviderClient:
         # Of the caller's time budget (None: no budget): no request or retry outlasts it.
         self.seconds_left = seconds_left
 
-    def get_json(self, path: str, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        return self.request_json("GET", path, params=params)
+    def get_json(
+        self, path: str, params: Mapping[str, Any] | None = None, *, once: bool = False
+    ) -> dict[str, Any]:
+        return self.request_json("GET", path, params=params, once=once)
 
     def post_json(self, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
         return self.request_json("POST", path, body=body)
@@ -90,10 +92,14 @@ class ProviderClient:
         *,
         params: Mapping[str, Any] | None = None,
         body: Mapping[str, Any] | None = None,
+        once: bool = False,
     ) -> dict[str, Any]:
         """The JSON object answered; ProviderError once retries run out, or at once for
         an answer that retrying cannot change; OutOfTimeError when the caller's time
-        budget ends first (each request's timeout is cut to what is left of it)."""
+        budget ends first (each request's timeout is cut to what is left of it).
+
+        `once`: for a request that must not run twice (it may have changed state before
+        its answer was lost), only a 429 is retried; other failures raise at once."""
         content = orjson.dumps(body) if body is not None else None
         headers = {"Content-Type": "application/json"} if content is not None else None
         attempt = 0
@@ -121,6 +127,8 @@ class ProviderClient:
                 failure = f"{status} {message}"
                 retry_after = self._retry_after(response)
             attempt += 1
+            if once and status != 429:
+                raise ProviderError(f"{self.name} {method} {path} failed: {failure}", status=status)
             if attempt > self.retry.max_retries:
                 raise ProviderError(
                     f"{self.name} {method} {path} failed after {self.retry.max_retries} "

@@ -7,11 +7,15 @@ setting. Each resource pages the way its endpoint does:
 - contacts, conversations: `GET /contacts`, `GET /conversations` with `per_page` and
   the `starting_after` cursor Intercom returns in `pages.next`; a Page's cursor is that
   `starting_after`.
-- companies: the scroll API (`GET /companies/scroll`, then `scroll_param`), as the
-  original connector does: `/companies` and `/companies/list` page by offset and stop at
-  10,000 companies. A scroll expires after a minute unused, so a task resumed later than
-  that (or stalled that long) gets a 404 and starts the scroll again; the full sync then
-  re-reads companies it already wrote, which the writer finds unchanged.
+- companies: the scroll API (`GET /companies/scroll`, then `scroll_param`):
+  `/companies` and `/companies/list` page by offset and stop at 10,000 companies. A
+  scroll cannot continue from a given point, and its `scroll_param` names the scroll,
+  not a place in it, so its requests are not retried (but for a 429): an expired scroll,
+  a 5xx (Intercom's 500 asks for a restart) or a lost answer start it again from the
+  beginning, and so does a resumed task (its cursor is a page number, kept only to keep
+  checkpoints distinct). Companies written before a restart stay seen by the task; the
+  new scroll re-reads them, and the writer finds them unchanged. Intercom allows one open
+  scroll per app: a `scroll_exists` 400 waits and tries again, a bounded number of times.
 - admins: one `GET /admins`, not paged.
 - conversation parts: only `GET /conversations/{id}` carries them (the list and the
   search leave them out, and it caps them at 500), so each conversation costs one request
@@ -43,6 +47,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
 from ...config import AppConfig
+from ...errors import OutOfTimeError
 from .. import register
 from ..base import (
     ChildSet,
@@ -65,8 +70,14 @@ log = logging.getLogger("supasaasy.connectors.intercom")
 
 API_VERSION = "2.11"
 DAY_SECONDS = 24 * 3600
-# A scroll that expires under us is started again at most this often per sync call.
-MAX_SCROLL_RESTARTS = 2
+# A company scroll that fails (expired, asked to restart, already open) is started again
+# at most this often per sync call.
+MAX_SCROLL_RESTARTS = 3
+# Seconds to wait when another scroll is open: an abandoned one expires a minute after
+# its last use.
+SCROLL_BUSY_WAIT = 30.0
+# Company page cursors: this and a page number. They only keep checkpoints distinct.
+SCROLL_MARK = "scroll:"
 
 RESOURCES = (
     Resource("company", "intercom_company", "Intercom companies", supports_incremental=False),
@@ -220,26 +231,74 @@ class IntercomConnector(Connector):
                 return
 
     def _companies(self, cursor: str | None) -> Iterator[Page]:
-        scroll, restarts = cursor, 0
+        """The company scroll, from its beginning whatever the cursor: Intercom cannot
+        continue a scroll from a given point, and pages prefetched past the last one
+        written would be skipped. Rows written before a restart stay seen by the task,
+        and the new scroll reads and marks them again."""
+        page_number = _scroll_page_number(cursor)
+        if cursor is not None:
+            log.info("%s company: a scroll cannot resume; starting a new one", self.app.app_key)
+        starts = 0
         while True:
+            starts += 1
             try:
-                body = self.http.get_json(
-                    "/companies/scroll", {"scroll_param": scroll} if scroll else None
-                )
+                for companies, more in self._scroll():
+                    page_number += 1
+                    yield self._page(
+                        "company", companies, f"{SCROLL_MARK}{page_number}" if more else None
+                    )
+                return
+            except _ScrollRequestFailed as failed:
+                exc = failed.error
+                busy = _scroll_exists(exc)
+                if not (busy or _restarts_scroll(exc)):
+                    raise exc from None
+                if starts > MAX_SCROLL_RESTARTS:
+                    reason = (
+                        "another company scroll is open for this app (Intercom allows one at a"
+                        " time: is another sync or integration scrolling companies?)"
+                        if busy
+                        else f"the company scroll was started {starts} times and failed each time"
+                    )
+                    raise ProviderError(
+                        f"Intercom GET /companies/scroll: {reason}; last: {exc}", status=exc.status
+                    ) from exc
+                if busy:
+                    self._wait_for_open_scroll(exc)
+                log.warning("%s company: %s; starting the scroll again", self.app.app_key, exc)
+
+    def _scroll(self) -> Iterator[tuple[list[dict[str, Any]], bool]]:
+        """One scroll from its start: (companies, whether more follow) per page. Its
+        requests are never retried but for a 429: the scroll_param names the scroll, not
+        a place in it, so a request whose answer was lost may already have moved it on."""
+        scroll: str | None = None
+        while True:
+            params = {"scroll_param": scroll} if scroll else None
+            try:
+                body = self.http.get_json("/companies/scroll", params, once=True)
             except ProviderError as exc:
-                if scroll is None or exc.status != 404 or restarts >= MAX_SCROLL_RESTARTS:
-                    raise
-                log.warning("%s company: the scroll expired; starting it again", self.app.app_key)
-                scroll, restarts = None, restarts + 1
-                continue
+                raise _ScrollRequestFailed(exc) from exc
             # The scroll's end is an empty page (some versions leave `data` out there).
             data = body.get("data")
             companies = _objects(body, "data", "GET /companies/scroll") if data is not None else []
-            next_scroll = body.get("scroll_param")
-            scroll = next_scroll if companies and isinstance(next_scroll, str) else None
-            yield self._page("company", companies, scroll or None)
-            if not scroll:
+            if not companies:
+                yield companies, False
                 return
+            next_scroll = body.get("scroll_param")
+            if not isinstance(next_scroll, str) or not next_scroll:
+                raise ProviderError(
+                    "Intercom GET /companies/scroll returned companies without a scroll_param:"
+                    " the scroll cannot go on and is not complete"
+                )
+            scroll = next_scroll
+            yield companies, True
+
+    def _wait_for_open_scroll(self, exc: ProviderError) -> None:
+        """Wait for another open scroll to end or expire, within the time budget."""
+        left = self.seconds_left()
+        if left is not None and left <= SCROLL_BUSY_WAIT:
+            raise OutOfTimeError(f"Intercom GET /companies/scroll: no time left to wait ({exc})")
+        self.http.sleep(SCROLL_BUSY_WAIT)
 
     # -- incremental sync ------------------------------------------------------
 
@@ -397,6 +456,31 @@ def _objects(body: dict[str, Any], key: str, where: str) -> list[dict[str, Any]]
     if not isinstance(objects, list):
         raise ProviderError(f"Intercom {where} returned a page without {key}")
     return _checked(objects, f"a page of {where}")
+
+
+class _ScrollRequestFailed(Exception):
+    """A company scroll request failed (not a page found malformed)."""
+
+    def __init__(self, error: ProviderError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def _scroll_page_number(cursor: str | None) -> int:
+    """The page number in a company cursor (0 for none or an older cursor's form)."""
+    number = cursor.removeprefix(SCROLL_MARK) if cursor else ""
+    return int(number) if cursor and cursor.startswith(SCROLL_MARK) and number.isdigit() else 0
+
+
+def _scroll_exists(exc: ProviderError) -> bool:
+    """Intercom's 400 `scroll_exists`: the app has a scroll open already."""
+    return exc.status == 400 and "(scroll_exists)" in str(exc)
+
+
+def _restarts_scroll(exc: ProviderError) -> bool:
+    """A failure after which the scroll must start again: an expired scroll_param (404),
+    a server error (Intercom's 500 asks for a restart) or no answer at all."""
+    return exc.status is None or exc.status == 404 or exc.status >= 500
 
 
 def _next_cursor(body: dict[str, Any]) -> str | None:
