@@ -529,6 +529,54 @@ def test_an_incremental_sync_resumes_after_its_cursor(respx_mock: respx.MockRout
     assert [r.external_id for p in pages for r in p.records] == ["65a0c007"]
 
 
+@respx.mock(base_url=API, assert_all_called=True)
+def test_an_empty_page_that_names_a_next_one_is_followed(respx_mock: respx.MockRouter) -> None:
+    respx_mock.get("/contacts").mock(side_effect=[
+        httpx.Response(200, json=listing("data", [], after="WzEsMV0=")),
+        httpx.Response(200, json=listing("data", [contact(2)])),
+    ])  # fmt: skip
+    search = respx_mock.post("/conversations/search").mock(side_effect=[
+        httpx.Response(200, json=listing("conversations", [], after="WzIsMl0=")),
+        httpx.Response(200, json=listing("conversations", [summary(3)])),
+    ])  # fmt: skip
+    respx_mock.get("/conversations/1003").mock(
+        return_value=httpx.Response(200, json=conversation(3, []))
+    )
+    intercom, _ = connector()
+    listed = list(intercom.full_sync("contact"))
+    searched = list(
+        intercom.incremental_sync("conversation", since=datetime(2027, 1, 1, tzinfo=UTC))
+    )
+
+    assert [(len(p.records), p.cursor) for p in listed] == [(0, "WzEsMV0="), (1, None)]
+    assert [(len(p.records), p.cursor) for p in searched] == [(0, "WzIsMl0="), (1, None)]
+    assert body(search.calls.last.request)["pagination"]["starting_after"] == "WzIsMl0="
+
+
+@respx.mock(base_url=API, assert_all_called=True)
+def test_a_cursor_returned_twice_fails_the_task(respx_mock: respx.MockRouter) -> None:
+    respx_mock.get("/conversations").mock(side_effect=[
+        httpx.Response(200, json=listing("conversations", [], after="WzEsMV0=")),
+        httpx.Response(200, json=listing("conversations", [], after="WzEsMV0=")),
+    ])  # fmt: skip
+    search = respx_mock.post("/contacts/search").mock(side_effect=[
+        httpx.Response(200, json=listing("data", [contact(1)], after="WzIsMl0=")),
+        httpx.Response(200, json=listing("data", [contact(2)], after="WzMsM10=")),
+        httpx.Response(200, json=listing("data", [contact(3)], after="WzIsMl0=")),
+    ])  # fmt: skip
+    intercom, _ = connector()
+    with pytest.raises(ProviderError) as listed:
+        list(intercom.full_sync("conversation"))
+    with pytest.raises(ProviderError) as searched:
+        list(intercom.incremental_sync("contact", since=datetime(2027, 1, 1, tzinfo=UTC)))
+
+    assert str(listed.value) == ("Intercom GET /conversations returned a cursor it had already"
+                                 " returned ('WzEsMV0='): its paging loops")  # fmt: skip
+    assert str(searched.value) == ("Intercom POST /contacts/search returned a cursor it had"
+                                   " already returned ('WzIsMl0='): its paging loops")  # fmt: skip
+    assert search.call_count == 3
+
+
 # -- errors and retries -------------------------------------------------------------
 
 
