@@ -143,7 +143,7 @@ class FakeIntercom:
 
     def ok(self, request: httpx.Request, body: dict[str, Any]) -> httpx.Response:
         self.tokens.add(request.headers.get("Authorization", ""))
-        assert request.headers["Intercom-Version"] == "2.11"
+        assert request.headers["Intercom-Version"] == "2.14"
         return httpx.Response(200, json=body)
 
     def scroll(self, request: httpx.Request) -> httpx.Response:

@@ -140,7 +140,7 @@ def test_contacts_page_with_the_starting_after_cursor(respx_mock: respx.MockRout
     assert all(q["per_page"] == ["2"] for q in sent)
     headers = route.calls[0].request.headers
     assert headers["Authorization"] == f"Bearer {TOKEN}"
-    assert headers["Intercom-Version"] == API_VERSION == "2.11"
+    assert headers["Intercom-Version"] == API_VERSION == "2.14"
     assert headers["Accept"] == "application/json"
 
 
@@ -722,7 +722,7 @@ def test_metadata_describes_the_resources() -> None:
     metadata = IntercomConnector.metadata
     assert "intercom" in known_connectors()
     assert (metadata.name, metadata.display_name, metadata.api_version) == (
-        "intercom", "Intercom", "2.11")  # fmt: skip
+        "intercom", "Intercom", "2.14")  # fmt: skip
     assert [(r.resource_type, r.collection_key, r.supports_incremental)
             for r in metadata.task_resources] == [
         ("company", "intercom_company", False), ("contact", "intercom_contact", True),

@@ -68,7 +68,7 @@ from ..paging import CursorTrail
 
 log = logging.getLogger("supasaasy.connectors.intercom")
 
-API_VERSION = "2.11"
+API_VERSION = "2.14"
 DAY_SECONDS = 24 * 3600
 # A company scroll that fails (expired, asked to restart, already open) is started again
 # at most this often per sync call.
