@@ -52,6 +52,8 @@ class FakeIntercom:
         self.parts: dict[str, list[dict[str, Any]]] = {}
         self.searches: list[tuple[str, Any]] = []
         self.retrieved: list[str] = []
+        # Conversations whose retrieval lists only their first part, as past the cap.
+        self.capped: set[str] = set()
         self.tokens: set[str] = set()
         self.scrolls: dict[str, tuple[int, float]] = {}  # scroll_param -> position, last use
         self.scroll_expiry = 60.0  # seconds unused
@@ -219,8 +221,9 @@ class FakeIntercom:
             return httpx.Response(404, json={"type": "error.list", "errors": [
                 {"code": "not_found", "message": "Resource Not Found"}]})  # fmt: skip
         parts = self.parts[cid]
+        listed = parts[:1] if cid in self.capped else parts
         return self.ok(request, {**self.conversations[cid], "conversation_parts": {
-            "type": "conversation_part.list", "conversation_parts": parts,
+            "type": "conversation_part.list", "conversation_parts": listed,
             "total_count": len(parts)}})  # fmt: skip
 
 
@@ -324,6 +327,16 @@ def test_full_sync_stores_everything_and_sweeps_what_upstream_dropped(
     # 1001's payload embeds its parts, so losing one changes it; 1002 and both parts do not.
     progress = second["conversation"].progress
     assert (progress.created, progress.updated, progress.unchanged) == (0, 1, 3)
+
+
+def test_parts_past_the_cap_are_not_swept_by_a_full_sync(
+    db: Database, pg: Pg, app_key: str, intercom: FakeIntercom
+) -> None:
+    application = app(app_key)
+    run_job(db, application, "full", ["conversation"])
+    intercom.capped = {"1003"}  # it grew past the cap: only its first part is listed
+    run_job(db, application, "full", ["conversation"])
+    assert parts_by_conversation(pg, app_key)["1003"] == ["90031", "90032", "90033"]
 
 
 def test_a_company_scroll_that_fails_midway_restarts_and_sweeps_only_what_is_gone(

@@ -470,7 +470,10 @@ def test_incremental_conversations_search_updated_at_and_replace_parts(
     ]
     assert pages[0].deletions == [Deletion("intercom_conversation", "1002")]
     assert [r.external_id for r in pages[1].records] == ["1003", "90002", "90003"]
-    assert pages[1].child_sets == [] and pages[1].deletions == []
+    assert pages[1].child_sets == [
+        ChildSet("intercom_conversation_part", "conversation_id", "1003", complete=False)
+    ]
+    assert pages[1].deletions == []
 
 
 @pytest.mark.parametrize(("since", "day"), [

@@ -413,11 +413,15 @@ class IntercomConnector(Connector):
             page.records.append(
                 Record(PART_COLLECTION, _id(part), {**part, PART_PARENT_FIELD: conversation_id})
             )
-        # Parts are replaced only from a whole list: never past Intercom's 500-part cap.
+        # Parts are replaced only from a whole list. Past Intercom's 500-part cap the list
+        # is cut short: the parts stored beyond it stay, in a change feed and in a full
+        # sync's sweep alike.
         total = listing.get("total_count") if isinstance(listing, dict) else None
         whole = isinstance(found, list) and (not isinstance(total, int) or total <= len(parts))
-        if incremental and whole:
-            page.child_sets.append(ChildSet(PART_COLLECTION, PART_PARENT_FIELD, conversation_id))
+        if incremental or not whole:
+            page.child_sets.append(
+                ChildSet(PART_COLLECTION, PART_PARENT_FIELD, conversation_id, complete=whole)
+            )
 
 
 def _archived(resource_type: str, obj: dict[str, Any]) -> bool:
