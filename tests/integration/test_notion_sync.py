@@ -110,6 +110,9 @@ class FakeNotion:
             items = [s for s in self.data_sources.values() if s["id"] not in self.unlisted]
         else:
             items = [p for rows in self.rows.values() for p in rows] + self.standalone
+        # Live objects, or (asked for alone) those in the trash.
+        in_trash = body["filter"].get("in_trash", False)
+        items = [o for o in items if o.get("in_trash", False) == in_trash]
         descending = body["sort"]["direction"] == "descending"
         items.sort(key=lambda o: (o["last_edited_time"], o["id"]), reverse=descending)
         return self._listing(items, body["page_size"], body.get("start_cursor"))
@@ -302,6 +305,25 @@ def test_incremental_sync_reads_the_edits_since_the_watermark(
         " from supasaasy.entities where app_key = %s and external_id = 'page-task-3'",
         (app_key,)).fetchone()  # fmt: skip
     assert done == (True,)
+
+
+def test_an_incremental_sync_catches_what_went_to_the_trash(
+    db: Database, pg: Pg, app_key: str, notion: FakeNotion
+) -> None:
+    application = app(app_key)
+    sync(db, application, ["data_source", "page"])
+    now = notion_time(datetime.now(UTC))
+    notion.rows[TASKS][0].update(in_trash=True, last_edited_time=now)
+    notion.data_sources[NOTES].update(in_trash=True, last_edited_time=now)
+    sync(db, application, ["data_source", "page"], mode="incremental")
+    rows = stored(pg, app_key)
+    assert rows["notion_data_source"] == {TASKS}
+    assert rows["notion_data_source_property"] == {
+        f"{TASKS}:title", f"{TASKS}:d%3Ax", f"{TASKS}:p%7Cq"}  # fmt: skip
+    binned = pg.execute(
+        "select archived_at is not null from supasaasy.entities where app_key = %s"
+        " and external_id = 'page-task-1'", (app_key,)).fetchone()  # fmt: skip
+    assert binned == (True,)
 
 
 VIEWS = ("notion_data_sources", "notion_data_source_properties", "notion_pages", "notion_users")

@@ -15,7 +15,13 @@ import respx
 
 import supasaasy.connectors.notion  # noqa: F401  (registers the connector)
 from supasaasy.config import AppConfig
-from supasaasy.connectors import ConfigError, ProviderError, connector_sql, create_connector
+from supasaasy.connectors import (
+    ConfigError,
+    Deletion,
+    ProviderError,
+    connector_sql,
+    create_connector,
+)
 from supasaasy.connectors.notion import API_VERSION, NotionConnector
 
 API = "https://notion.test"
@@ -345,43 +351,87 @@ def test_incremental_pages_stop_at_the_watermark(respx_mock: respx.MockRouter) -
             page("p-old", last_edited_time="2027-01-01T10:49:00.000Z"),
             page("p-older", last_edited_time="2027-01-01T09:00:00.000Z"),
         ], "s-2")),
+        # Then the trash, which search lists only when asked for it alone.
+        httpx.Response(200, json=listing([
+            page("p-binned", in_trash=True, last_edited_time="2027-01-01T11:30:00.000Z"),
+            page("p-binned-long-ago", in_trash=True, last_edited_time="2026-12-01T09:00:00.000Z"),
+        ], "t-1")),
     ])  # fmt: skip
     notion, _ = connector(incremental_overlap_seconds=600)
     since = datetime(2027, 1, 1, 11, 0, 30, tzinfo=UTC)
     pages = list(notion.incremental_sync("page", since=since))
 
-    assert route.call_count == 2  # the page after s-2 is never asked for
+    assert route.call_count == 3  # neither the page after s-2 nor after t-1
     assert [[(r.external_id, r.archived) for r in p.records] for p in pages] == [
-        [("p-new", False)], [("p-trashed", True), ("p-edge", False)]]  # fmt: skip
-    assert [p.cursor for p in pages] == ["s-1", None]
+        [("p-new", False)], [("p-trashed", True), ("p-edge", False)],
+        [("p-binned", True)]]  # fmt: skip
+    assert [p.cursor for p in pages] == ["s-1", "trash:", None]
     bodies = [sent(c) for c in route.calls]
     assert bodies[0] == {"filter": {"property": "object", "value": "page"},
                          "sort": {"timestamp": "last_edited_time", "direction": "descending"},
                          "page_size": 100}  # fmt: skip
     assert bodies[1]["start_cursor"] == "s-1"
+    assert bodies[2] == {"filter": {"property": "object", "value": "page", "in_trash": True},
+                         "sort": {"timestamp": "last_edited_time", "direction": "descending"},
+                         "page_size": 100}  # fmt: skip
+
+
+@respx.mock(base_url=API, assert_all_called=True)
+def test_a_search_without_a_trash_filter_leaves_the_trash_to_the_full_sync(
+    respx_mock: respx.MockRouter,
+) -> None:
+    respx_mock.post("/v1/search").mock(side_effect=[
+        httpx.Response(200, json=listing([page("p-new",
+                                               last_edited_time="2027-01-01T12:00:00.000Z")])),
+        httpx.Response(400, json={"object": "error", "status": 400, "code": "validation_error",
+                                  "message": "body.filter.in_trash should be not present"}),
+    ])  # fmt: skip
+    notion, _ = connector()
+    pages = list(notion.incremental_sync("page", since=datetime(2027, 1, 1, 11, tzinfo=UTC)))
+    assert [[r.external_id for r in p.records] for p in pages] == [["p-new"], []]
+    assert [p.cursor for p in pages] == ["trash:", None]
+
+
+@respx.mock(base_url=API, assert_all_called=True)
+def test_a_change_feed_resumed_in_the_trash_reads_only_the_trash(
+    respx_mock: respx.MockRouter,
+) -> None:
+    route = respx_mock.post("/v1/search").mock(side_effect=[
+        httpx.Response(200, json=listing([data_source(DS_A, "Binned", in_trash=True,
+                                                      last_edited_time="2027-03-01T08:00:00.000Z")])),
+    ])  # fmt: skip
+    notion, _ = connector()
+    since = datetime(2027, 2, 15, tzinfo=UTC)
+    pages = list(notion.incremental_sync("data_source", since=since, cursor="trash:t-4"))
+    assert sent(route.calls[0])["start_cursor"] == "t-4"
+    assert sent(route.calls[0])["filter"]["in_trash"] is True
+    assert pages[0].deletions == [Deletion("notion_data_source", DS_A)]
+    assert [c.parent_id for c in pages[0].child_sets] == [DS_A]
+    assert [p.cursor for p in pages] == [None]
 
 
 @respx.mock(base_url=API, assert_all_called=True)
 def test_incremental_data_sources_stop_at_the_watermark_and_resume(
     respx_mock: respx.MockRouter,
 ) -> None:
-    # One response only: a second request (reading past the watermark) fails the test.
+    # A second live search request (reading past the watermark) fails the test; the
+    # trash comes next, and is empty.
     route = respx_mock.post("/v1/search").mock(side_effect=[httpx.Response(200, json=listing([
         data_source(DS_B, "Changed", last_edited_time="2027-03-01T08:00:00.000Z"),
         data_source(DS_A, "Unchanged", last_edited_time="2027-02-01T08:00:00.000Z"),
-    ], "s-9"))])  # fmt: skip
+    ], "s-9")), httpx.Response(200, json=listing([]))])  # fmt: skip
     notion, _ = connector()
     pages = list(
         notion.incremental_sync(
             "data_source", since=datetime(2027, 2, 15, tzinfo=UTC), cursor="s-8"
         )
     )
-    assert route.call_count == 1
+    assert route.call_count == 2
     assert sent(route.calls[0])["start_cursor"] == "s-8"
     assert sent(route.calls[0])["sort"]["direction"] == "descending"
     assert [r.external_id for r in pages[0].records] == [DS_B, f"{DS_B}:title", f"{DS_B}:s%3Dq"]
     assert [c.parent_id for c in pages[0].child_sets] == [DS_B]
-    assert [p.cursor for p in pages] == [None]
+    assert [p.cursor for p in pages] == ["trash:", None]
 
 
 def test_users_and_properties_have_no_sync_of_their_own() -> None:

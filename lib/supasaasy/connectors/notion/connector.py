@@ -56,6 +56,9 @@ API_VERSION = "2025-09-03"
 DATA_SOURCE = "notion_data_source"
 PROPERTY = "notion_data_source_property"
 PAGE = "notion_page"
+# A change feed's cursor in its second part: the objects moved to the trash since the
+# watermark (search leaves them out unless asked for them alone).
+TRASH = "trash:"
 USER = "notion_user"
 
 RESOURCES = (
@@ -178,6 +181,9 @@ class NotionConnector(Connector):
         stored data source the search did not list, fetched one by one: as it is, or as
         a deletion (with its properties) when Notion answers 404 or has it in the trash.
         Nothing is swept for merely not being listed."""
+        if since is not None and cursor is not None and cursor.startswith(TRASH):
+            yield from self._trashed_data_sources(since, cursor)
+            return
         floor = self._edited_floor(since) if since is not None else None
         direction = "ascending" if since is None else "descending"
         listed: set[str] = set()
@@ -195,9 +201,22 @@ class NotionConnector(Connector):
             if page.cursor is None and since is None:
                 for source_id in sorted(set(self.stored_ids(DATA_SOURCE)) - listed):
                     self._check_data_source(page, source_id)
+            if page.cursor is None and since is not None:
+                page.cursor = TRASH
             yield page
-            if page.cursor is None:
-                return
+            if page.cursor in (None, TRASH):
+                break
+        if since is not None:
+            yield from self._trashed_data_sources(since, TRASH)
+
+    def _trashed_data_sources(self, since: datetime, cursor: str) -> Iterator[Page]:
+        """Data sources moved to the trash since `since`: deleted, with their properties."""
+        for objects, after in self._trashed("data_source", since, cursor):
+            page = Page(cursor=after)
+            for obj in objects:
+                page.deletions.append(Deletion(DATA_SOURCE, obj["id"]))
+                page.child_sets.append(ChildSet(PROPERTY, "data_source_id", obj["id"]))
+            yield page
 
     def _check_data_source(self, page: Page, source_id: str) -> None:
         """A stored data source the search did not list: kept as it is upstream, or
@@ -291,21 +310,60 @@ class NotionConnector(Connector):
                     yield Page()
 
     def _edited_pages(self, since: datetime, cursor: str | None) -> Iterator[Page]:
-        """Rows of data sources edited since `since`, most recently edited first."""
-        floor = self._edited_floor(since)
-        for objects, after in self._search("page", "descending", cursor):
-            page = Page(cursor=after)
-            for obj in objects:
-                if obj.get("object") != "page":
-                    continue
-                if _timestamp(obj, "last_edited_time") < floor:
-                    page.cursor = None
+        """Rows of data sources edited since `since`, most recently edited first; then
+        those moved to the trash since then (stored with archived_at, as a full sync
+        stores rows in the trash)."""
+        if cursor is None or not cursor.startswith(TRASH):
+            floor = self._edited_floor(since)
+            for objects, after in self._search("page", "descending", cursor):
+                page = Page(cursor=after)
+                for obj in objects:
+                    if obj.get("object") != "page":
+                        continue
+                    if _timestamp(obj, "last_edited_time") < floor:
+                        page.cursor = None
+                        break
+                    if _in_data_source(obj) and not self._before_sync_from(obj):
+                        page.records.append(Record(PAGE, obj["id"], obj, archived=_archived(obj)))
+                page.cursor = page.cursor or TRASH
+                yield page
+                if page.cursor == TRASH:
                     break
-                if _in_data_source(obj) and not self._before_sync_from(obj):
-                    page.records.append(Record(PAGE, obj["id"], obj, archived=_archived(obj)))
-            yield page
-            if page.cursor is None:
-                return
+            cursor = TRASH
+        for objects, after in self._trashed("page", since, cursor):
+            records = [Record(PAGE, obj["id"], obj, archived=True) for obj in objects
+                       if _in_data_source(obj) and not self._before_sync_from(obj)]  # fmt: skip
+            yield Page(records=records, cursor=after)
+
+    def _trashed(
+        self, kind: str, since: datetime, cursor: str
+    ) -> Iterator[tuple[list[dict[str, Any]], str | None]]:
+        """Objects of `kind` moved to the trash (edited) since `since`, newest first, with
+        the cursor after each page (`trash:<Notion's cursor>`, None at the end). Where
+        search takes no trash filter (400), there are none to read: they leave with the
+        next full sync."""
+        floor = self._edited_floor(since)
+        request = {
+            "filter": {"property": "object", "value": kind, "in_trash": True},
+            "sort": {"timestamp": "last_edited_time", "direction": "descending"},
+            "page_size": self.settings.page_size,
+        }
+        try:
+            for objects, after in self._list(
+                "POST", "/v1/search", request, cursor.removeprefix(TRASH) or None
+            ):
+                found = [o for o in objects if o.get("object") == kind]
+                recent = [o for o in found if _timestamp(o, "last_edited_time") >= floor]
+                if after is None or len(recent) < len(found):  # the rest are older
+                    yield recent, None
+                    return
+                yield recent, TRASH + after
+        except ProviderError as exc:
+            if exc.status != 400:
+                raise
+            log.warning("notion search takes no trash filter here (%s): objects moved to the"
+                        " trash leave with the next full sync", exc)  # fmt: skip
+            yield [], None
 
     # -- users -----------------------------------------------------------------
 
