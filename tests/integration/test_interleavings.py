@@ -442,7 +442,7 @@ def test_a_failed_write_stops_the_fetching(db: Database, pg: Pg, app_key: str) -
     pages = [[f"{p}-{i}" for i in range(100)] for p in range(100)]
     pages[2][0] = huge
     Listed.PAGES[app_key] = pages
-    Listed.DELAY[app_key] = 0.02
+    Listed.DELAY[app_key] = 0.05  # slower than a failing write, even on a busy machine
     job = db.create_sync_job(app_key, "full", ["thing"])
     Worker(db, settings(AppConfig(app_key=app_key, connector="listed"))).run(job.id)
     assert db.get_job(job.id).status == "failed"
