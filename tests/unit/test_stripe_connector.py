@@ -248,11 +248,37 @@ def test_a_canceled_subscription_is_kept_with_its_final_state(
     ], False)))  # fmt: skip
     stripe, _ = connector()
     [only] = list(stripe.incremental_sync("subscription", since=datetime(2027, 1, 1, tzinfo=UTC)))
-    assert [(r.external_id, r.raw_payload.get("status")) for r in only.records] == [
-        ("sub_1", "canceled"), ("si_1", None)]  # fmt: skip
+    assert [(r.external_id, r.raw_payload.get("status"), r.archived) for r in only.records] == [
+        ("sub_1", "canceled", True), ("si_1", None, False)]  # fmt: skip
     assert only.deletions == []
     assert [(c.collection_key, c.parent_id) for c in only.child_sets] == [
         ("stripe_subscription_item", "sub_1")]  # fmt: skip
+
+
+@respx.mock(base_url=API, assert_all_called=True)
+def test_subscriptions_that_ended_are_archived(respx_mock: respx.MockRouter) -> None:
+    statuses = ["active", "canceled", "incomplete_expired", "past_due", "trialing"]
+    respx_mock.get("/v1/subscriptions").mock(return_value=httpx.Response(200, json=page([
+        {"id": f"sub_{s}", "status": s, "items": {"data": [], "has_more": False}}
+        for s in statuses], False)))  # fmt: skip
+    stripe, _ = connector()
+    [only] = list(stripe.full_sync("subscription"))
+    assert [(r.external_id, r.archived) for r in only.records] == [
+        ("sub_active", False), ("sub_canceled", True), ("sub_incomplete_expired", True),
+        ("sub_past_due", False), ("sub_trialing", False)]  # fmt: skip
+
+
+@pytest.mark.parametrize(("key", "config", "rate"), [
+    ("sk_test_abc", {}, 25.0), ("rk_test_abc", {}, 25.0),
+    ("sk_live_abc", {}, 100.0), ("rk_live_abc", {}, 100.0),
+    ("sk_live_abc", {"requests_per_second": 40}, 40.0),
+])  # fmt: skip
+def test_the_default_request_rate_follows_the_keys_mode(
+    monkeypatch: pytest.MonkeyPatch, key: str, config: dict[str, Any], rate: float
+) -> None:
+    monkeypatch.setenv("STRIPE_KEY_UNIT", key)
+    stripe, _ = connector(**config)
+    assert stripe.requests_per_second == rate
 
 
 def test_missing_api_key_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:

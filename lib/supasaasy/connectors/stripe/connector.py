@@ -60,6 +60,11 @@ LIST_PATHS = {
 LIST_PARAMS: dict[str, dict[str, str]] = {"subscription": {"status": "all"}}
 # Objects with an `active` flag: inactive ones are stored with archived_at.
 ARCHIVABLE = frozenset({"product", "price", "plan"})
+# Subscriptions that have ended for good are stored with archived_at too.
+ENDED_SUBSCRIPTION = frozenset({"canceled", "incomplete_expired"})
+# Stripe's request limits: live mode allows about 100 a second, test mode 25.
+LIVE_REQUESTS_PER_SECOND = 100.0
+TEST_REQUESTS_PER_SECOND = 25.0
 
 EVENT_TYPES = {
     "customer": ("customer.created", "customer.updated", "customer.deleted"),
@@ -90,7 +95,8 @@ class StripeSettings(BaseModel):
     api_base: str = "https://api.stripe.com"
     api_version: str = API_VERSION
     page_size: int = Field(default=100, ge=1, le=100)
-    requests_per_second: float = Field(default=25.0, gt=0)
+    # Unset: Stripe's limit for the key's mode (live 100, test 25).
+    requests_per_second: float | None = Field(default=None, gt=0)
     max_retries: int = Field(default=5, ge=0, le=20)
     timeout_seconds: float = Field(default=30.0, gt=0)
 
@@ -109,6 +115,7 @@ class StripeConnector(Connector):
         super().__init__(app, rate_limiter=rate_limiter)
         self.settings = connector_settings(StripeSettings, app, "stripe")
         api_key = secret_from_env(app, "stripe", self.settings.api_key_env)
+        self.live = api_key.startswith(("sk_live_", "rk_live_"))
         self.http = ProviderClient(
             "Stripe",
             httpx.Client(
@@ -134,7 +141,9 @@ class StripeConnector(Connector):
 
     @property
     def requests_per_second(self) -> float:
-        return self.settings.requests_per_second
+        if self.settings.requests_per_second is not None:
+            return self.settings.requests_per_second
+        return LIVE_REQUESTS_PER_SECOND if self.live else TEST_REQUESTS_PER_SECOND
 
     def close(self) -> None:
         self.http.client.close()
@@ -230,7 +239,9 @@ class StripeConnector(Connector):
         observed: datetime | None = None,
         api_version: str | None = None,
     ) -> None:
-        archived = resource_type in ARCHIVABLE and obj.get("active") is False
+        archived = (resource_type in ARCHIVABLE and obj.get("active") is False) or (
+            resource_type == "subscription" and obj.get("status") in ENDED_SUBSCRIPTION
+        )
         page.records.append(
             Record(
                 self._collection(resource_type),
