@@ -469,6 +469,20 @@ $$;
 -- Batches: tombstones, lock timeouts, exact counts
 -- ---------------------------------------------------------------------------
 
+-- With the body's `lock_timeout_ms`, each lock wait of the calling transaction ends after
+-- that long (55P03): a worker near the end of its time budget hands its task back
+-- instead of overrunning.
+create function supasaasy.bound_lock_waits(p_body jsonb)
+returns void
+language plpgsql as $$
+begin
+    if p_body ->> 'lock_timeout_ms' is not null then
+        perform set_config('lock_timeout',
+                           greatest((p_body ->> 'lock_timeout_ms')::integer, 1)::text, true);
+    end if;
+end;
+$$;
+
 -- As before (see 20261129000200), and: a row whose tombstone is as new or newer is not
 -- written; a deletion leaves a tombstone; a child set (`children`, with its parent's
 -- `observed_at`) removes only children stored from an older state, and they leave
@@ -494,10 +508,7 @@ declare
     v_deleted integer := 0;
     v_children integer := 0;
 begin
-    if b ->> 'lock_timeout_ms' is not null then
-        perform set_config('lock_timeout', greatest((b ->> 'lock_timeout_ms')::integer, 1)::text,
-                           true);
-    end if;
+    perform supasaasy.bound_lock_waits(b);
     -- Checked without the task's lock, so that batches run side by side; checked again
     -- under it when the checkpoint moves, last.
     v_app := supasaasy.task_lease(v_task_id, v_attempt, false);
@@ -644,10 +655,7 @@ declare
     v_count integer := (b ->> 'entity_count')::integer;
     v_job supasaasy.sync_jobs;
 begin
-    if b ->> 'lock_timeout_ms' is not null then
-        perform set_config('lock_timeout', greatest((b ->> 'lock_timeout_ms')::integer, 1)::text,
-                           true);
-    end if;
+    perform supasaasy.bound_lock_waits(b);
     v_app := supasaasy.task_lease(v_task_id, (b ->> 'attempt')::integer);
 
     if jsonb_typeof(b -> 'sweep_collections') = 'array' then
@@ -722,7 +730,8 @@ revoke execute on function
     supasaasy.complete_task(uuid, text, integer, text, integer),
     supasaasy.claim_task(uuid, interval, integer),
     supasaasy.raise_active_job(text),
-    supasaasy.create_sync_job(text, text, text[], boolean)
+    supasaasy.create_sync_job(text, text, text[], boolean),
+    supasaasy.bound_lock_waits(jsonb)
     from public, anon, authenticated;
 grant execute on function
     supasaasy.check_lease(uuid, integer),
@@ -732,5 +741,6 @@ grant execute on function
     supasaasy.complete_task(uuid, text, integer, text, integer),
     supasaasy.claim_task(uuid, interval, integer),
     supasaasy.raise_active_job(text),
-    supasaasy.create_sync_job(text, text, text[], boolean)
+    supasaasy.create_sync_job(text, text, text[], boolean),
+    supasaasy.bound_lock_waits(jsonb)
     to service_role;

@@ -32,6 +32,7 @@ FUNCTIONS = (
     "check_lease(uuid,integer)",
     "end_attempt(uuid,text,integer)",
     "raise_active_job(text)",
+    "bound_lock_waits(jsonb)",
     "requeue_stale_tasks(interval,integer)",
     "cleanup_old_jobs(integer)",
     "payload_created_at(jsonb)",
