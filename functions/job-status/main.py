@@ -1,10 +1,9 @@
 """The `job-status` function (functions-framework target `job_status`)."""
 
-from pathlib import Path
+import gc
 
-from supasaasy.config import load_settings
+from supasaasy.config import function_settings
 from supasaasy.handlers import create_job_status_handler
 
-job_status = create_job_status_handler(
-    load_settings(Path(__file__).parent.parent / "supasaasy.toml")
-)
+job_status = create_job_status_handler(function_settings(__file__))
+gc.freeze()  # start-up objects live as long as the process: out of every later GC pass

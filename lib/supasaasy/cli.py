@@ -1,9 +1,9 @@
 """The `supasaasy` command line.
 
 URLs and keys come from flags or from the environment the functions use
-(SUPABASE_URL, SUPABASE_SERVICE_ROLE_KEY, ADMIN_API_KEY). Variables missing from the
-environment are read from `.supasaasy/stack.env` when it exists, so commands work
-against `make dev` without any set-up.
+(SUPABASE_URL, SUPABASE_SERVICE_ROLE_KEY, ADMIN_API_KEY, SUPASAASY_FUNCTIONS_URL).
+Variables missing from the environment are read from `.supasaasy/stack.env` when it
+exists, so commands work against `make dev` without any set-up.
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ from .db import Database
 from .errors import SupasaasyError
 
 STACK_ENV = Path(".supasaasy/stack.env")
-DEFAULT_CONFIG = Path("functions/supasaasy.toml")
+# Where the configuration is looked for, in order: a project made by `init`, this repository.
+DEFAULT_CONFIGS = (Path("supasaasy.toml"), Path("functions/supasaasy.toml"))
 
 app = typer.Typer(help="Keep a Postgres copy of your SaaS data: job-based sync.",
                   no_args_is_help=True, add_completion=False)  # fmt: skip
@@ -37,15 +38,18 @@ console = Console()
 errors = Console(stderr=True)
 
 
-def _env(name: str) -> str | None:
-    if os.environ.get(name):
-        return os.environ[name]
+def _stack_env(name: str) -> str | None:
+    """`name` as the local stack (`make dev`) wrote it in .supasaasy/stack.env."""
     if STACK_ENV.exists():
         for line in STACK_ENV.read_text().splitlines():
             key, _, value = line.partition("=")
             if key == name and value:
                 return value
     return None
+
+
+def _env(name: str) -> str | None:
+    return os.environ.get(name) or _stack_env(name)
 
 
 def _need(value: str | None, what: str, variable: str) -> str:
@@ -59,18 +63,31 @@ SupabaseUrl = Annotated[str | None, typer.Option(help="default: $SUPABASE_URL")]
 ServiceKey = Annotated[str | None, typer.Option(help="default: $SUPABASE_SERVICE_ROLE_KEY")]
 AdminKey = Annotated[str | None, typer.Option(help="default: $ADMIN_API_KEY")]
 FunctionsUrl = Annotated[
-    str | None, typer.Option(help="default: $SUPASAASY_FUNCTIONS_URL or $SUPABASE_URL/functions/v1")
-]
-ConfigPath = Annotated[Path | None, typer.Option("--config", help="default: $SUPASAASY_CONFIG "
-                                                 "or functions/supasaasy.toml")]  # fmt: skip
+    str | None,
+    typer.Option(help="where the functions are (<url>/sync, <url>/worker, <url>/job-status); "
+                 "default: $SUPASAASY_FUNCTIONS_URL, or the local stack's gateway"),
+]  # fmt: skip
+ConfigPath = Annotated[Path | None, typer.Option("--config", help="default: $SUPASAASY_CONFIG, "
+                       "supasaasy.toml or functions/supasaasy.toml")]  # fmt: skip
+
+
+def _functions_url(functions_url: str | None) -> str | None:
+    """The flag, else $SUPASAASY_FUNCTIONS_URL; the local stack's gateway only when
+    .supasaasy/stack.env (written by `make dev`) names it."""
+    url = functions_url or os.environ.get("SUPASAASY_FUNCTIONS_URL")
+    if url:
+        return url
+    local = _stack_env("SUPASAASY_FUNCTIONS_URL") or _stack_env("SUPABASE_URL")
+    return f"{local.rstrip('/')}/functions/v1" if local and "/functions/" not in local else local
 
 
 def _functions(functions_url: str | None, supabase_url: str | None,
                admin_key: str | None) -> FunctionsClient:  # fmt: skip
-    url = functions_url or _env("SUPASAASY_FUNCTIONS_URL")
-    if not url:
-        base = _need(supabase_url or _env("SUPABASE_URL"), "the Supabase URL", "SUPABASE_URL")
-        url = f"{base.rstrip('/')}/functions/v1"
+    """A client of the functions. `supabase_url` (a flag kept for existing scripts) means
+    the functions behind a gateway at `<url>/functions/v1`, as the local stack serves them."""
+    if not functions_url and supabase_url:
+        functions_url = f"{supabase_url.rstrip('/')}/functions/v1"
+    url = _need(_functions_url(functions_url), "the functions URL", "SUPASAASY_FUNCTIONS_URL")
     key = _need(admin_key or _env("ADMIN_API_KEY"), "the admin API key", "ADMIN_API_KEY")
     return FunctionsClient(url, key)
 
@@ -83,8 +100,9 @@ def _database(supabase_url: str | None, service_key: str | None) -> Database:
 
 
 def _settings(path: Path | None) -> Settings:
+    found = path or next((p for p in DEFAULT_CONFIGS if p.is_file()), DEFAULT_CONFIGS[0])
     try:
-        return load_settings(path or DEFAULT_CONFIG)
+        return load_settings(found)
     except ConfigFileError as exc:
         errors.print(f"[red]error:[/] {exc}")
         raise typer.Exit(2) from None
@@ -300,35 +318,73 @@ def config_check(config: ConfigPath = None) -> None:
 
 
 @app.command()
+def init(
+    directory: Annotated[Path, typer.Argument(help="the project folder")] = Path("."),
+    force: Annotated[bool, typer.Option(help="replace files that exist")] = False,
+) -> None:
+    """Scaffold a project: supasaasy.toml, .env.example, the functions (each deployable
+    alone, with its requirements) and the schema as Supabase CLI migrations. Files that
+    exist are kept unless --force."""
+    from .scaffold import init_project
+
+    try:
+        done = init_project(directory, force=force)
+    except SupasaasyError as exc:
+        raise _fail(exc) from None
+    for path, outcome in done:
+        console.print(f"{outcome:>9}  {path}")
+    console.print("next: edit supasaasy.toml, then `supasaasy migrate --apply` (see the README)")
+
+
+@app.command()
 def migrate(
     apply: Annotated[bool, typer.Option(help="apply to --db-url instead of printing")] = False,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="write the migration files into this "
+            "folder (e.g. supabase/migrations) instead of printing"
+        ),
+    ] = None,
+    force: Annotated[bool, typer.Option(help="with --out, replace files that differ")] = False,
     db_url: Annotated[str | None, typer.Option(help="default: $DATABASE_URL")] = None,
     schedules: Annotated[bool, typer.Option(help="also the pg_cron schedules")] = True,
     functions_url: FunctionsUrl = None,
     config: ConfigPath = None,
 ) -> None:
-    """Print (or apply) the migrations and, where pg_cron and pg_net exist, the schedules:
-    the worker every minute, each sync schedule, stale-task requeue and daily cleanup."""
-    from .schedules import apply_all, migration_sql, schedule_sql
+    """The schema shipped with this package, and, where pg_cron and pg_net exist, the
+    schedules: the worker every minute, each sync schedule, stale-task requeue and daily
+    cleanup. Prints them, writes the migration files (--out), or applies what the
+    database has not recorded (--apply; a second run changes nothing)."""
+    from .migrations import migration_script
+    from .scaffold import migration_files, write_files
+    from .schedules import apply_all, schedule_sql
 
-    settings = _settings(config)
-    url = functions_url or _env("SUPASAASY_FUNCTIONS_URL")
-    if not url and _env("SUPABASE_URL"):
-        url = f"{_env('SUPABASE_URL')}/functions/v1"
+    url = _functions_url(functions_url)
+    if out is not None:
+        try:
+            done = write_files(migration_files(out), force=force)
+        except SupasaasyError as exc:
+            raise _fail(exc) from None
+        for path, outcome in done:
+            console.print(f"{outcome:>9}  {path}")
+        return
+    settings = _settings(config) if schedules else None
     if not apply:
-        sys.stdout.write(migration_sql())
-        if schedules:
-            sys.stdout.write(
-                schedule_sql(settings, url or "https://<project>.supabase.co/functions/v1")
-            )
+        sys.stdout.write(migration_script())
+        if settings is not None:
+            sys.stdout.write(schedule_sql(settings, url or "https://<functions-host>"))
         return
     database = _need(db_url or _env("DATABASE_URL"), "the database URL", "DATABASE_URL")
     try:
-        report = apply_all(database, settings, url if schedules else None)
+        report = apply_all(database, settings, url)
     except SupasaasyError as exc:
         raise _fail(exc) from None
     for line in report:
         console.print(line)
+    if settings is not None and url is None:
+        console.print("schedules: skipped (no functions URL: pass --functions-url or set "
+                      "SUPASAASY_FUNCTIONS_URL)")  # fmt: skip
 
 
 def main() -> None:

@@ -155,6 +155,23 @@ def parse_settings(raw: dict[str, Any], source: str = "configuration") -> Settin
         raise ConfigFileError(f"{source} is invalid: {problems}") from None
 
 
+def function_settings(main_file: str | Path) -> Settings:
+    """The configuration of the function whose `main.py` is `main_file`: $SUPASAASY_CONFIG,
+    else the first `supasaasy.toml` in the function's folder (deployed alone, with a copy
+    of the file), its parent (`functions/`) or its grandparent (the project)."""
+    if os.environ.get(CONFIG_ENV):
+        return load_settings()
+    folder = Path(main_file).parent
+    places = [folder / "supasaasy.toml", folder.parent / "supasaasy.toml",
+              folder.parent.parent / "supasaasy.toml"]  # fmt: skip
+    found = next((place for place in places if place.is_file()), None)
+    if found is None:
+        looked = ", ".join(str(place) for place in places)
+        raise ConfigFileError(f"no configuration: set {CONFIG_ENV}, or place supasaasy.toml "
+                              f"in one of {looked}")  # fmt: skip
+    return load_settings(found)
+
+
 def load_settings(path: str | Path | None = None) -> Settings:
     """Load the file at `path` (or $SUPASAASY_CONFIG): TOML, or JSON for `.json`."""
     chosen = Path(os.environ.get(CONFIG_ENV) or path or "supasaasy.toml")

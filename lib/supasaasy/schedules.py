@@ -7,15 +7,13 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 
 import psycopg
 
 from .config import Settings
-from .devstack.migrations import apply_migrations, find_migrations
 from .errors import SupasaasyError
+from .migrations import apply_migrations
 
-MIGRATIONS = Path("supabase/migrations")
 VAULT_SECRET = "supasaasy_admin_api_key"
 # Schedules need the pg_cron extension, and the function they call, `net.http_post`
 # (pg_net's), found by name.
@@ -25,14 +23,6 @@ HAS_HTTP_POST = (
     " where nspname = 'net' and proname = 'http_post')"
 )
 SKIPPED = "needs the pg_cron extension and the function net.http_post of pg_net"
-
-
-def migration_sql(folder: Path = MIGRATIONS) -> str:
-    """Every migration, in order, as one script."""
-    parts = [f"-- {m.path.name}\n{m.path.read_text()}\n" for m in find_migrations(folder)]
-    if not parts:
-        raise SupasaasyError(f"no migrations in {folder}: run this from the project folder")
-    return "\n".join(parts)
 
 
 def _literal(text: str) -> str:
@@ -98,13 +88,12 @@ $schedules$;
 """
 
 
-def apply_all(db_url: str, settings: Settings, functions_url: str | None,
-              folder: Path = MIGRATIONS) -> list[str]:  # fmt: skip
+def apply_all(db_url: str, settings: Settings | None, functions_url: str | None) -> list[str]:
     """Apply pending migrations, then the schedules. Returns what was done, line by line."""
     try:
-        applied = apply_migrations(db_url, folder)
-        report = [f"applied {m.path.name}" for m in applied] or ["migrations: up to date"]
-        if functions_url is None:
+        applied = apply_migrations(db_url)
+        report = [f"applied {m.file_name}" for m in applied] or ["migrations: up to date"]
+        if settings is None or functions_url is None:
             return report
         with psycopg.connect(db_url, autocommit=True) as conn:
             row = conn.execute(f"select {HAS_PG_CRON} and {HAS_HTTP_POST}").fetchone()

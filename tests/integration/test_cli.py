@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 from supasaasy.cli import app
 from supasaasy.db import Database
 from supasaasy.devstack import StackInfo
+from supasaasy.migrations import package_migrations
 
 CONFIG = """
 [[apps]]
@@ -56,8 +57,8 @@ def test_config_check_refuses_an_invalid_file(env: Path) -> None:
 def test_migrate_prints_migrations_and_schedules(env: Path) -> None:
     result = CliRunner().invoke(app, ["migrate", "--functions-url", "https://x.test/functions/v1"])
     assert result.exit_code == 0
-    for name in sorted(p.name for p in Path("supabase/migrations").glob("*.sql")):
-        assert f"-- {name}" in result.output
+    for migration in package_migrations():
+        assert f"-- {migration.file_name}" in result.output
     assert "cron.schedule('supasaasy-worker', '* * * * *'" in result.output
     assert "supasaasy-sync-cli_app-0" in result.output and "*/10 * * * *" in result.output
     assert "vault.decrypted_secrets" in result.output

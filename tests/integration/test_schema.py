@@ -13,8 +13,8 @@ from postgrest import APIError
 
 from supasaasy.db import Database
 from supasaasy.devstack import StackInfo
-from supasaasy.devstack.migrations import apply_migrations
 from supasaasy.errors import ActiveJobExistsError, InvalidInputError
+from supasaasy.migrations import apply_migrations, package_migrations
 from supasaasy.models import Entity
 
 TABLES = ("entities", "sync_state", "sync_jobs", "sync_job_tasks", "sync_task_seen", "rate_limits",
@@ -292,29 +292,21 @@ def test_entity_indexes_are_only_the_keys(pg: Pg) -> None:
     assert indexes == {"entities_pkey", "entities_app_collection_external_key"}
 
 
-def test_migrations_are_recorded_and_applied_once(
-    stack: StackInfo, project_root: Path, pg: Pg
-) -> None:
+def test_migrations_are_recorded_and_applied_once(stack: StackInfo, pg: Pg) -> None:
     versions = [
         row[0]
         for row in pg.execute(
             "select version from supabase_migrations.schema_migrations order by version"
         )
     ]
-    files = sorted(
-        p.name.split("_", 1)[0] for p in (project_root / "supabase" / "migrations").glob("*.sql")
-    )
-    assert versions == files
-    assert apply_migrations(stack.database_url, project_root / "supabase" / "migrations") == []
+    assert versions == [m.version for m in package_migrations()]
+    assert apply_migrations(stack.database_url) == []
 
 
-def test_connector_sql_ships_in_the_migrations(project_root: Path) -> None:
-    from supasaasy.connectors import connector_sql, known_connectors
-
-    migrations = [p.read_text() for p in (project_root / "supabase" / "migrations").glob("*.sql")]
-    for name in known_connectors():
-        for file_name, sql in connector_sql(name):
-            assert sql in migrations, f"{name}/sql/{file_name} is not a migration"
+def test_the_repositorys_supabase_folder_holds_the_package_migrations(project_root: Path) -> None:
+    folder = project_root / "supabase" / "migrations"
+    found = {p.name: p.read_text() for p in folder.glob("*.sql")}
+    assert found == {m.file_name: m.sql for m in package_migrations()}
 
 
 def test_stripe_views_read_entities(db: Database, pg: Pg, app_key: str) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from importlib import resources
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
@@ -27,6 +26,7 @@ from supasaasy.connectors import (
 )
 from supasaasy.connectors.intercom import API_VERSION, IntercomConnector
 from supasaasy.connectors.intercom.connector import MAX_SCROLL_RESTARTS, SCROLL_BUSY_WAIT
+from supasaasy.migrations import package_migrations
 
 API = "https://intercom.test"
 TOKEN = "dG9rOmludGVyY29tX3VuaXRfc2VjcmV0XzEyMw=="
@@ -735,14 +735,11 @@ def test_metadata_describes_the_resources() -> None:
     assert part_resource.collection_key == "intercom_conversation_part"
     assert part_resource.synced_with_parent == "conversation"
     assert metadata.children_of("conversation") == (part_resource,)
-    assert metadata.sql_files == ("views.sql",)
+    assert metadata.sql_files == ("20261202000500_intercom_views.sql",)
 
 
 def test_the_views_ship_as_a_migration() -> None:
     [(name, sql)] = connector_sql("intercom")
-    packaged = resources.files("supasaasy.connectors.intercom").joinpath("sql", "views.sql")
-    assert name == "views.sql" and sql == packaged.read_text()
-    migration = ROOT / "supabase" / "migrations" / "20261129000500_intercom_views.sql"
-    assert migration.read_bytes() == sql.encode()
+    assert (name, sql) in [(m.file_name, m.sql) for m in package_migrations()]
     for view in ("companies", "contacts", "admins", "conversations", "conversation_parts"):
         assert f"create or replace view supasaasy.intercom_{view} with (security_invoker" in sql

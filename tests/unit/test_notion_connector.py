@@ -23,6 +23,7 @@ from supasaasy.connectors import (
     create_connector,
 )
 from supasaasy.connectors.notion import API_VERSION, NotionConnector
+from supasaasy.migrations import package_migrations
 
 API = "https://notion.test"
 TOKEN = "ntn_unit_secret_token_123"
@@ -589,10 +590,9 @@ def test_metadata_describes_the_resources(project_root: Path) -> None:
     [child] = metadata.children_of("data_source")
     assert (child.collection_key, child.synced_with_parent, child.supports_incremental) == (
         "notion_data_source_property", "data_source", False)  # fmt: skip
-    assert metadata.sql_files == ("views.sql",)
+    assert metadata.sql_files == ("20261202000600_notion_views.sql",)
     [(name, sql)] = connector_sql("notion")
-    migration = project_root / "supabase" / "migrations" / "20261129000600_notion_views.sql"
-    assert name == "views.sql" and sql == migration.read_text()
+    assert (name, sql) in [(m.file_name, m.sql) for m in package_migrations()]
     for view in ("notion_data_sources", "notion_data_source_properties", "notion_pages",
                  "notion_users"):  # fmt: skip
         assert f"create or replace view supasaasy.{view} with (security_invoker = true)" in sql

@@ -54,8 +54,8 @@ class ConnectorMetadata:
     display_name: str
     api_version: str
     resources: tuple[Resource, ...]
-    # SQL the connector needs (typed views), in the connector package's `sql/` folder.
-    # Each file also ships, unchanged, as one of the project's migrations.
+    # The connector's migrations (typed views), `<version>_<name>.sql` files in the
+    # connector package's `sql/` folder (see supasaasy.migrations).
     sql_files: tuple[str, ...] = ()
 
     def resource(self, resource_type: str) -> Resource:

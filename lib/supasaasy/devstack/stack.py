@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
+from ..migrations import apply_migrations
 from .keys import new_jwt_secret, sign_role_key
-from .migrations import apply_migrations, bootstrap
+from .migrations import bootstrap
 from .postgres import EmbeddedPostgres, can_connect
 from .processes import (
     StackError,
@@ -59,10 +60,6 @@ class StackSettings:
     @property
     def state(self) -> Path:
         return self.state_dir or self.project_dir / ".supasaasy"
-
-    @property
-    def migrations_dir(self) -> Path:
-        return self.project_dir / "supabase" / "migrations"
 
     @property
     def postgrest_bin(self) -> Path:
@@ -125,8 +122,6 @@ class LocalStack:
                 f"PostgREST binary not found at {s.postgrest_bin}: run `make setup` "
                 f"(or point {POSTGREST_BIN_ENV} at a PostgREST 12 binary)"
             )
-        if not s.migrations_dir.is_dir():
-            raise StackError(f"no migrations folder at {s.migrations_dir}")
         ports = {
             "gateway": s.gateway_port,
             "PostgREST": s.rest_port,
@@ -158,7 +153,7 @@ class LocalStack:
             if not can_connect(db_url):
                 raise StackError("cannot connect to SUPASAASY_DB_URL; is that Postgres running?")
             bootstrap(db_url, authenticator_password=None)
-        apply_migrations(db_url, s.migrations_dir)
+        apply_migrations(db_url)
 
         self._postgrest_env = {
             "PGRST_DB_URI": rest_db_url,

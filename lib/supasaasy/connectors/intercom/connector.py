@@ -169,7 +169,7 @@ class IntercomConnector(Connector):
         display_name="Intercom",
         api_version=API_VERSION,
         resources=RESOURCES,
-        sql_files=("views.sql",),
+        sql_files=("20261202000500_intercom_views.sql",),
     )
 
     def __init__(self, app: AppConfig, *, rate_limiter: RateLimiter | None = None) -> None:

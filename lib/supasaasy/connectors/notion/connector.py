@@ -115,7 +115,7 @@ class NotionConnector(Connector):
         display_name="Notion",
         api_version=API_VERSION,
         resources=RESOURCES,
-        sql_files=("views.sql",),
+        sql_files=("20261202000600_notion_views.sql",),
     )
 
     def __init__(self, app: AppConfig, *, rate_limiter: RateLimiter | None = None) -> None:

@@ -108,7 +108,7 @@ class StripeConnector(Connector):
         display_name="Stripe",
         api_version=API_VERSION,
         resources=RESOURCES,
-        sql_files=("views.sql",),
+        sql_files=("20261202000400_stripe_views.sql",),
     )
 
     def __init__(self, app: AppConfig, *, rate_limiter: RateLimiter | None = None) -> None:

@@ -1,0 +1,1 @@
+../../lib/supasaasy/sql/migrations/20261202000300_supasaasy_core.sql

@@ -1,0 +1,1 @@
+../../lib/supasaasy/connectors/stripe/sql/20261202000400_stripe_views.sql

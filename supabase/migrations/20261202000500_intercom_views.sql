@@ -1,0 +1,1 @@
+../../lib/supasaasy/connectors/intercom/sql/20261202000500_intercom_views.sql

@@ -1,0 +1,1 @@
+../../lib/supasaasy/connectors/notion/sql/20261202000600_notion_views.sql
