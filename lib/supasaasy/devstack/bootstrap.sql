@@ -37,6 +37,12 @@ language sql stable as $$
     select auth.jwt() ->> 'role'
 $$;
 
+-- Supabase Auth's users (only the columns references need).
+create table if not exists auth.users (
+    id uuid primary key,
+    email text
+);
+
 create or replace function auth.uid() returns uuid
 language sql stable as $$
     select nullif(auth.jwt() ->> 'sub', '')::uuid

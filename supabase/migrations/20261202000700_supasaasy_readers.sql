@@ -1,0 +1,1 @@
+../../lib/supasaasy/sql/migrations/20261202000700_supasaasy_readers.sql
