@@ -1,0 +1,136 @@
+"""Migrations: what `supasaasy migrate --apply` builds is the schema, however it is
+applied, on a database that has only what a new Supabase project has."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+
+import psycopg
+import pytest
+from catalog import describe, difference
+from typer.testing import CliRunner
+
+from supasaasy.cli import app
+from supasaasy.devstack import StackInfo
+from supasaasy.devstack.migrations import bootstrap
+from supasaasy.migrations import BASELINE, PRE_RELEASE, apply_migrations, package_migrations
+
+
+@pytest.fixture
+def new_database(stack: StackInfo) -> Iterator[Callable[[], str]]:
+    """Makes fresh databases in the stack's cluster, as a new Supabase project has them."""
+    made: list[str] = []
+
+    def make() -> str:
+        name = f"fresh_{uuid.uuid4().hex[:10]}"
+        with psycopg.connect(stack.database_url, autocommit=True) as conn:
+            conn.execute(f"create database {name}")
+        made.append(name)
+        url = f"{stack.database_url.rsplit('/', 1)[0]}/{name}"
+        bootstrap(url, None)
+        return url
+
+    yield make
+    with psycopg.connect(stack.database_url, autocommit=True) as conn:
+        for name in made:
+            conn.execute(f"drop database if exists {name} with (force)")
+
+
+def _migrate(url: str) -> tuple[int, str]:
+    result = CliRunner().invoke(
+        app, ["migrate", "--apply", "--db-url", url, "--no-schedules"], terminal_width=300
+    )
+    return result.exit_code, result.output
+
+
+def _versions(url: str) -> list[str]:
+    with psycopg.connect(url) as conn:
+        rows = conn.execute("select version from supabase_migrations.schema_migrations")
+        return sorted(row[0] for row in rows)
+
+
+def test_applied_or_pushed_the_migrations_build_the_dev_stacks_schema(
+    stack: StackInfo, new_database: Callable[[], str]
+) -> None:
+    applied, pushed = new_database(), new_database()
+    code, output = _migrate(applied)
+    assert code == 0, output
+    assert _migrate(applied) == (0, "migrations: up to date\n")
+    # What `supabase db push` does with the files `migrate --out` writes: each in order.
+    with psycopg.connect(pushed, autocommit=True) as conn:
+        for migration in package_migrations():
+            conn.execute(migration.sql.encode())
+    expected = describe(stack.database_url)
+    assert difference(expected, describe(applied)) == ""
+    assert difference(expected, describe(pushed)) == ""
+    assert _versions(applied) == [m.version for m in package_migrations()]
+
+
+def test_the_catalog_comparison_sees_a_changed_function(
+    stack: StackInfo, new_database: Callable[[], str]
+) -> None:
+    url = new_database()
+    assert _migrate(url)[0] == 0
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("create or replace function supasaasy.is_reader() returns boolean"
+                     " language sql stable security definer set search_path = ''"
+                     " as $$ select true $$")  # fmt: skip
+    assert "is_reader" in difference(describe(stack.database_url), describe(url))
+
+
+def test_a_database_built_from_the_pre_release_migrations_is_brought_up_to_date(
+    stack: StackInfo, new_database: Callable[[], str]
+) -> None:
+    # The baseline folds the pre-release migrations (their catalogs were compared when it
+    # was made): such a database has the baseline's schema and the old versions recorded.
+    url = new_database()
+    with psycopg.connect(url, autocommit=True) as conn:
+        for migration in package_migrations():
+            if migration.version in BASELINE:
+                conn.execute(migration.sql.encode())
+        for version in PRE_RELEASE:
+            conn.execute("insert into supabase_migrations.schema_migrations (version)"
+                         " values (%s)", (version,))  # fmt: skip
+    code, output = _migrate(url)
+    assert code == 0, output
+    later = [m for m in package_migrations() if m.version > max(BASELINE)]
+    assert later and all(f"applied {m.file_name}" in output for m in later)
+    assert not any(f"applied {m.version}" in output for m in package_migrations()
+                   if m.version in BASELINE)  # fmt: skip
+    assert difference(describe(stack.database_url), describe(url)) == ""
+    assert _versions(url) == sorted({*PRE_RELEASE, *(m.version for m in package_migrations())})
+
+
+def test_some_pre_release_migrations_alone_are_refused(new_database: Callable[[], str]) -> None:
+    url = new_database()
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("insert into supabase_migrations.schema_migrations (version)"
+                     " values (%s)", (PRE_RELEASE[0],))  # fmt: skip
+    code, output = _migrate(url)
+    assert code == 1 and PRE_RELEASE[0] in output and "pre-release" in output
+    assert _versions(url) == [PRE_RELEASE[0]]
+
+
+def test_two_runs_at_once_apply_each_migration_once(
+    stack: StackInfo, new_database: Callable[[], str]
+) -> None:
+    url = new_database()
+    results: list[int] = []
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            results.append(len(apply_migrations(url)))
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert sorted(results) == [0, len(package_migrations())]
+    assert difference(describe(stack.database_url), describe(url)) == ""
