@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 
 import psycopg
 
@@ -40,27 +41,68 @@ def _post(url: str, body: dict[str, object]) -> str:
     )
 
 
-def schedules(settings: Settings, functions_url: str) -> dict[str, tuple[str, str]]:
-    """name -> (cron, SQL command) of every schedule the configuration asks for."""
+def function_calls(
+    settings: Settings, functions_url: str
+) -> dict[str, tuple[str, str, dict[str, object]]]:
+    """name -> (cron, URL, JSON body) of each scheduled call of a function: the worker
+    every minute, and each configured sync."""
     base = functions_url.rstrip("/")
-    wanted = {
-        "supasaasy-worker": ("* * * * *", _post(f"{base}/worker", {})),
+    calls: dict[str, tuple[str, str, dict[str, object]]] = {
+        "supasaasy-worker": ("* * * * *", f"{base}/worker", {})
+    }
+    for i, schedule in enumerate(settings.sync_schedules):
+        body: dict[str, object] = {"app_key": schedule.app_key, "mode": schedule.mode}
+        if schedule.resource_types:
+            body["resource_types"] = schedule.resource_types
+        name = f"supasaasy-sync-{re.sub(r'[^A-Za-z0-9_-]', '_', schedule.app_key)}-{i}"
+        calls[name] = (schedule.cron, f"{base}/sync", body)
+    return calls
+
+
+def schedules(settings: Settings, functions_url: str) -> dict[str, tuple[str, str]]:
+    """name -> (cron, SQL command) of every pg_cron schedule the configuration asks for."""
+    calls = {
+        name: (cron, _post(url, body))
+        for name, (cron, url, body) in function_calls(settings, functions_url).items()
+    }
+    retention = settings.job_retention_days
+    return {
+        "supasaasy-worker": calls.pop("supasaasy-worker"),
         "supasaasy-requeue-stale": (
             "* * * * *",
             "select supasaasy.requeue_stale_tasks("
             f"make_interval(secs => {settings.worker.stale_after_seconds}), "
             f"{settings.worker.max_attempts})",
         ),
-        "supasaasy-cleanup": (
-            "17 3 * * *", f"select supasaasy.cleanup_old_jobs({settings.job_retention_days})"),
-    }  # fmt: skip
-    for i, schedule in enumerate(settings.sync_schedules):
-        body: dict[str, object] = {"app_key": schedule.app_key, "mode": schedule.mode}
-        if schedule.resource_types:
-            body["resource_types"] = schedule.resource_types
-        name = f"supasaasy-sync-{re.sub(r'[^A-Za-z0-9_-]', '_', schedule.app_key)}-{i}"
-        wanted[name] = (schedule.cron, _post(f"{base}/sync", body))
-    return wanted
+        "supasaasy-cleanup": ("17 3 * * *", f"select supasaasy.cleanup_old_jobs({retention})"),
+        **calls,
+    }
+
+
+def cloud_scheduler_commands(settings: Settings, functions_url: str, location: str) -> str:
+    """The `gcloud scheduler jobs create http` commands of the same schedules, for hosts
+    without pg_cron: the calls of the functions (the worker requeues stale tasks itself),
+    and the daily cleanup through PostgREST with the service-role key. They read
+    $ADMIN_API_KEY, $SUPABASE_URL and $SUPABASE_SERVICE_ROLE_KEY from the shell."""
+    lines = []
+    for name, (cron, url, body) in function_calls(settings, functions_url).items():
+        lines.append(
+            f"gcloud scheduler jobs create http {name} --location={shlex.quote(location)} "
+            f"--schedule={shlex.quote(cron)} --time-zone=Etc/UTC --uri={shlex.quote(url)} "
+            "--http-method=POST "
+            '--headers="Content-Type=application/json,Authorization=Bearer $ADMIN_API_KEY" '
+            f"--message-body={shlex.quote(json.dumps(body))}"
+        )
+    cleanup = json.dumps({"p_retention_days": settings.job_retention_days})
+    lines.append(
+        f"gcloud scheduler jobs create http supasaasy-cleanup --location={shlex.quote(location)} "
+        "--schedule='17 3 * * *' --time-zone=Etc/UTC "
+        '--uri="$SUPABASE_URL/rest/v1/rpc/cleanup_old_jobs" --http-method=POST '
+        '--headers="Content-Type=application/json,Content-Profile=supasaasy,'
+        'apikey=$SUPABASE_SERVICE_ROLE_KEY,Authorization=Bearer $SUPABASE_SERVICE_ROLE_KEY" '
+        f"--message-body={shlex.quote(cleanup)}"
+    )
+    return "\n".join(lines) + "\n"
 
 
 def schedule_sql(settings: Settings, functions_url: str) -> str:
