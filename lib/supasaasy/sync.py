@@ -20,7 +20,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 from .connectors import ChildSet, Connector, Deletion, Page, RateLimiter
@@ -261,6 +261,7 @@ class ResourceSync:
         the fetching at once."""
         rows: dict[tuple[str, str], BatchRow] = {}
         batch = self._new_batch(task, attempt, mode)
+        requested: datetime | None = None  # when the batch's first page was requested
         pending: TaskCursor | None = None  # cursor of the last page not yet sent
         sent = task.cursor
         seq = task.batch_seq
@@ -268,7 +269,9 @@ class ResourceSync:
         # Incremental batches go one at a time: their order carries meaning.
         depth = self.writers if mode == "full" else 1
         with (
-            _Prefetch(pages, self.prefetch_pages, self.batch_seconds, should_stop) as fetched,
+            _Prefetch(
+                pages, self.prefetch_pages, self.batch_seconds, should_stop, self.clock
+            ) as fetched,
             _Writer(self.db, progress, depth) as writer,
         ):
             try:
@@ -276,6 +279,7 @@ class ResourceSync:
                     if page is not None:
                         progress.pages += 1
                         progress.entity_count += self._add_page(batch, rows, page)
+                        requested = requested or page.requested_at
                         pending = TaskCursor(mode, page.cursor, done=page.cursor is None)
                     writer.check()
                     stop = should_stop()
@@ -283,9 +287,11 @@ class ResourceSync:
                     due = len(rows) >= self.batch_rows or now - last_write >= self.batch_seconds
                     if pending is not None and (stop or due or pending.done):
                         seq += 1
-                        writer.send(self._finish_batch(batch, rows, pending, progress, seq))
+                        writer.send(
+                            self._finish_batch(batch, rows, pending, progress, seq, requested)
+                        )
                         sent, pending = pending.encode(), None
-                        batch, rows = self._new_batch(task, attempt, mode), {}
+                        batch, rows, requested = self._new_batch(task, attempt, mode), {}, None
                         last_write = last_contact = now
                     elif now - last_contact >= min(LEASE_CHECK_SECONDS, self.batch_seconds):
                         # Still ours? (a cancel stops the task here) And still alive.
@@ -301,7 +307,7 @@ class ResourceSync:
                 log.info("task %s: %s; stopping at the last page written", task.id, exc)
                 if pending is not None:
                     seq += 1
-                    writer.send(self._finish_batch(batch, rows, pending, progress, seq))
+                    writer.send(self._finish_batch(batch, rows, pending, progress, seq, requested))
                     sent = pending.encode()
                 writer.drain()
                 return True, sent
@@ -356,18 +362,26 @@ class ResourceSync:
         cursor: TaskCursor,
         progress: Progress,
         seq: int,
+        requested: datetime | None,
     ) -> WriteBatch:
         # In key order, so that batches written side by side lock rows in one order.
         batch["rows"] = [rows[key] for key in sorted(rows)]
         batch["seq"] = seq
         batch["cursor"] = cursor.encode()
         batch["entity_count"] = progress.entity_count
-        # Whole seconds, as providers stamp their events: an event from the same second
-        # as this fetch may be newer than what the fetch saw, so it must still apply.
-        batch["observed_at"] = self.clock().replace(microsecond=0).isoformat()
+        batch["observed_at"] = page_observed_at(requested or self.clock()).isoformat()
         if (timeout := self._lock_timeout_ms()) is not None:
             batch["lock_timeout_ms"] = timeout
         return batch
+
+
+def page_observed_at(requested: datetime) -> datetime:
+    """What a list page fetched by a request started at `requested` is stamped with: the
+    start of that second, less a microsecond. The page may predate any change made once
+    the request was sent, and providers stamp events in whole seconds (Stripe's
+    `created`, Intercom's `updated_at`): an event from that same second must still win
+    over the page, whichever is written first."""
+    return requested.replace(microsecond=0) - timedelta(microseconds=1)
 
 
 class _Writer:
@@ -450,7 +464,8 @@ _END = object()
 
 
 class _Prefetch:
-    """Iterates `pages` in a background thread, up to `depth` pages ahead."""
+    """Iterates `pages` in a background thread, up to `depth` pages ahead, noting when
+    each was asked for (`Page.requested_at`)."""
 
     def __init__(
         self,
@@ -458,10 +473,12 @@ class _Prefetch:
         depth: int,
         idle_after: float,
         should_stop: Callable[[], bool] = lambda: False,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.pages = pages
         self.idle_after = idle_after
         self.should_stop = should_stop
+        self.clock = clock
         self.queue: queue.Queue[object] = queue.Queue(maxsize=depth)
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self._produce, name="supasaasy-prefetch", daemon=True)
@@ -481,8 +498,14 @@ class _Prefetch:
                 self.queue.get(timeout=0.05)
 
     def _produce(self) -> None:
+        """Each page with the time its request started: when it was asked for."""
         try:
-            for page in self.pages:
+            while True:
+                requested = self.clock()
+                page = next(self.pages, None)
+                if page is None:
+                    break
+                page.requested_at = page.requested_at or requested
                 if not self._put(page):
                     return
             self._put(_END)

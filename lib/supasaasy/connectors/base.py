@@ -77,7 +77,8 @@ class ConnectorMetadata:
 @dataclass(frozen=True)
 class Record:
     """One provider object to store. `observed_at` is set for objects taken from a
-    change feed (the event's time); list pages are stamped when written."""
+    change feed (the event's time); objects of list pages are stamped with the time
+    their page was requested (see `supasaasy.sync.page_observed_at`)."""
 
     collection_key: str
     external_id: str
@@ -115,6 +116,8 @@ class Page:
     child_sets: list[ChildSet] = field(default_factory=list)
     # Where to resume after this page; None once the resource is done.
     cursor: str | None = None
+    # When the request for this page started; the sync notes it when it asks for the page.
+    requested_at: datetime | None = None
 
 
 S = TypeVar("S", bound=BaseModel)

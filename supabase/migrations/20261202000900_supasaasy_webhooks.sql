@@ -1,0 +1,1 @@
+../../lib/supasaasy/sql/migrations/20261202000900_supasaasy_webhooks.sql
