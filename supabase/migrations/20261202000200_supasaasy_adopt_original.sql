@@ -1,0 +1,1 @@
+../../lib/supasaasy/sql/migrations/20261202000200_supasaasy_adopt_original.sql

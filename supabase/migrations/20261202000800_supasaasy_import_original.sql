@@ -1,0 +1,1 @@
+../../lib/supasaasy/sql/migrations/20261202000800_supasaasy_import_original.sql
