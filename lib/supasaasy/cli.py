@@ -405,6 +405,22 @@ def migrate(
                       "SUPASAASY_FUNCTIONS_URL)")  # fmt: skip
 
 
+@app.command("cloud-scheduler")
+def cloud_scheduler(
+    location: Annotated[str, typer.Option(help="the Cloud Scheduler region, e.g. europe-west1")],
+    functions_url: FunctionsUrl = None,
+    config: ConfigPath = None,
+) -> None:
+    """Print the `gcloud scheduler jobs create http` commands of the configured schedules
+    (the worker every minute, each sync schedule, the daily cleanup): the way to schedule
+    without pg_cron. They read $ADMIN_API_KEY, $SUPABASE_URL and
+    $SUPABASE_SERVICE_ROLE_KEY from the shell that runs them."""
+    from .schedules import cloud_scheduler_commands
+
+    url = _need(_functions_url(functions_url), "the functions URL", "SUPASAASY_FUNCTIONS_URL")
+    sys.stdout.write(cloud_scheduler_commands(_settings(config), url, location))
+
+
 def main() -> None:
     app()
 

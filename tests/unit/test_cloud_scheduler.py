@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import json
 import shlex
+from pathlib import Path
 
+import pytest
+from typer.testing import CliRunner
+
+from supasaasy.cli import app
 from supasaasy.config import parse_settings
 from supasaasy.schedules import cloud_scheduler_commands
 
@@ -47,3 +52,20 @@ def test_each_schedule_is_one_job_with_the_admin_key() -> None:
     assert cleanup["uri"] == "$SUPABASE_URL/rest/v1/rpc/cleanup_old_jobs"
     assert "Content-Profile=supasaasy" in cleanup["headers"]
     assert json.loads(cleanup["message-body"]) == {"p_retention_days": 14}
+
+
+def test_the_command_prints_them_for_the_configuration(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("SUPASAASY_CONFIG", raising=False)
+    config = tmp_path / "supasaasy.toml"
+    config.write_text('[[apps]]\napp_key = "s"\nconnector = "stripe"\n\n'
+                      '[[sync_schedules]]\napp_key = "s"\ncron = "*/5 * * * *"\n')  # fmt: skip
+    arguments = ["cloud-scheduler", "--location", "us-east1", "--config", str(config),
+                 "--functions-url", "https://fn.example"]  # fmt: skip
+    result = CliRunner().invoke(app, arguments)
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert [shlex.split(line)[5] for line in lines] == [
+        "supasaasy-worker", "supasaasy-sync-s-0", "supasaasy-cleanup"]  # fmt: skip
+    assert "--schedule='*/5 * * * *'" in lines[1] and "--location=us-east1" in lines[1]
