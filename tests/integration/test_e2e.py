@@ -239,6 +239,7 @@ def test_old_completed_jobs_are_cleaned_up(
 
 def test_the_cli_follows_a_sync_to_its_end(e2e: Stack) -> None:
     env = {**os.environ, "SUPABASE_URL": e2e.info.supabase_url, "ADMIN_API_KEY": ADMIN,
+           "SUPASAASY_FUNCTIONS_URL": f"{e2e.info.supabase_url}/functions/v1",
            "SUPABASE_SERVICE_ROLE_KEY": e2e.info.service_role_key, "COLUMNS": "120"}  # fmt: skip
     stop = threading.Event()
 
