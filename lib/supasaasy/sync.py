@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
-from .connectors import ChildSet, Connector, Deletion, Page, RateLimiter
+from .connectors import ChildSet, Connector, Deletion, Page, RateLimiter, Record
 from .db import Database
 from .errors import OutOfTimeError, TaskLostError
 from .models import (
@@ -339,20 +339,9 @@ class ResourceSync:
                     continue  # newest first: the state already taken is the latest
             else:
                 added += 1
-            row: BatchRow = {
-                "collection_key": record.collection_key,
-                "external_id": record.external_id,
-                "raw_payload": record.raw_payload,
-            }
-            if record.archived:
-                row["archived"] = True
-            if record.api_version:
-                row["api_version"] = record.api_version
-            if record.observed_at:
-                row["observed_at"] = record.observed_at.isoformat()
-            rows[key] = row
-        batch.setdefault("deletes", []).extend(_deletion(d) for d in page.deletions)
-        batch.setdefault("children", []).extend(_child_set(c) for c in page.child_sets)
+            rows[key] = batch_row(record)
+        batch.setdefault("deletes", []).extend(batch_deletion(d) for d in page.deletions)
+        batch.setdefault("children", []).extend(batch_child_set(c) for c in page.child_sets)
         return added
 
     def _finish_batch(
@@ -437,7 +426,22 @@ class _Writer:
         self.progress.deleted += counts.deleted
 
 
-def _child_set(child_set: ChildSet) -> BatchChildSet:
+def batch_row(record: Record) -> BatchRow:
+    row: BatchRow = {
+        "collection_key": record.collection_key,
+        "external_id": record.external_id,
+        "raw_payload": record.raw_payload,
+    }
+    if record.archived:
+        row["archived"] = True
+    if record.api_version:
+        row["api_version"] = record.api_version
+    if record.observed_at:
+        row["observed_at"] = record.observed_at.isoformat()
+    return row
+
+
+def batch_child_set(child_set: ChildSet) -> BatchChildSet:
     row: BatchChildSet = {
         "collection_key": child_set.collection_key,
         "parent_field": child_set.parent_field,
@@ -450,7 +454,7 @@ def _child_set(child_set: ChildSet) -> BatchChildSet:
     return row
 
 
-def _deletion(deletion: Deletion) -> BatchDeletion:
+def batch_deletion(deletion: Deletion) -> BatchDeletion:
     row: BatchDeletion = {
         "collection_key": deletion.collection_key,
         "external_id": deletion.external_id,

@@ -16,7 +16,10 @@ from .base import (
     RateLimiter,
     Record,
     Resource,
+    SignatureError,
     Unlimited,
+    WebhookEvent,
+    WebhookEventError,
 )
 
 _REGISTRY: dict[str, type[Connector]] = {}
@@ -71,7 +74,10 @@ __all__ = [
     "RateLimiter",
     "Record",
     "Resource",
+    "SignatureError",
     "Unlimited",
+    "WebhookEvent",
+    "WebhookEventError",
     "connector_class",
     "connector_sql",
     "create_connector",

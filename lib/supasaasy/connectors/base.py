@@ -7,11 +7,12 @@ checkpoints, and stops between pages when the caller asks (by no longer iteratin
 
 from __future__ import annotations
 
+import hmac
 import os
 import re
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar, TypeVar
@@ -120,6 +121,42 @@ class Page:
     requested_at: datetime | None = None
 
 
+@dataclass
+class WebhookEvent:
+    """A verified provider event: its id and type, when it was current upstream (the
+    default of its changes' `observed_at`), and its changes as a page, or None when
+    nothing in it is synced for the app."""
+
+    event_id: str
+    event_type: str
+    observed_at: datetime
+    page: Page | None = None
+    api_version: str | None = None
+
+
+class SignatureError(SupasaasyError):
+    """A webhook request whose signature is missing, malformed, wrong or stale."""
+
+
+class WebhookEventError(SupasaasyError):
+    """A verified webhook body that is not an event of the provider."""
+
+
+def hmac_matches(secret: str, message: bytes, signature: str, digest: str = "sha256") -> bool:
+    """Whether `signature` is the hex HMAC of `message` keyed with `secret`, compared in
+    constant time."""
+    expected = hmac.new(secret.encode(), message, digest).hexdigest().encode()
+    return hmac.compare_digest(expected, signature.strip().lower().encode("utf-8", "replace"))
+
+
+def prefixed_signature(headers: Mapping[str, str], header: str, prefix: str) -> str:
+    """The hex digest in a `<prefix><hex>` signature header, or SignatureError."""
+    value = headers.get(header.lower(), "").strip()
+    if not value.startswith(prefix) or len(value) == len(prefix):
+        raise SignatureError(f"missing or malformed {header} header")
+    return value.removeprefix(prefix)
+
+
 S = TypeVar("S", bound=BaseModel)
 
 
@@ -191,9 +228,43 @@ class Connector(ABC):
     @property
     def secrets(self) -> list[str]:
         """The app's own secrets, to keep out of stored and logged messages."""
-        variable = getattr(getattr(self, "settings", None), "api_key_env", None)
-        value = os.environ.get(variable, "").strip() if isinstance(variable, str) else ""
-        return [value] if value else []
+        found = []
+        for name in ("api_key_env", "webhook_secret_env"):
+            variable = getattr(getattr(self, "settings", None), name, None)
+            value = os.environ.get(variable, "").strip() if isinstance(variable, str) else ""
+            found += [value] if value else []
+        return found
+
+    def syncs(self, resource_type: str) -> bool:
+        """Whether the app syncs the resource: it is one of the app's `resources` (all
+        when unset), or a child of one."""
+        resource = self.metadata.resource(resource_type)
+        chosen = {
+            self.metadata.resource(r).synced_with_parent or r for r in self.app.resources or ()
+        }
+        return not chosen or (resource.synced_with_parent or resource_type) in chosen
+
+    # -- webhooks (see supasaasy.handlers.webhook) ---------------------------------
+
+    @property
+    def webhook_secret_env(self) -> str | None:
+        """The environment variable holding the app's webhook signing secret, if any."""
+        variable = getattr(getattr(self, "settings", None), "webhook_secret_env", None)
+        return variable if isinstance(variable, str) else None
+
+    def verify_webhook(self, body: bytes, headers: Mapping[str, str], secret: str) -> None:
+        """Raise SignatureError unless the raw `body` is signed with `secret` as the
+        provider signs its webhooks. `headers`: the request's, names in lower case."""
+        raise SignatureError(f"{self.metadata.display_name} sends no webhooks here")
+
+    def webhook_verification(self, body: bytes, headers: Mapping[str, str]) -> str | None:
+        """The token of a provider's unsigned set-up request, or None for any other."""
+        return None
+
+    def webhook_event(self, event: dict[str, Any]) -> WebhookEvent:
+        """What a verified event changes for this app. WebhookEventError when the body is
+        not one of the provider's events; ProviderError when a request it needs fails."""
+        raise WebhookEventError(f"{self.metadata.display_name} sends no webhooks here")
 
     @abstractmethod
     def full_sync(self, resource_type: str, *, cursor: str | None = None) -> Iterator[Page]:

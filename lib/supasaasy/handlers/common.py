@@ -50,8 +50,14 @@ class Runtime:
 
     @classmethod
     def from_env(
-        cls, settings: Settings, db: Database | None = None, env: Mapping[str, str] | None = None
+        cls,
+        settings: Settings,
+        db: Database | None = None,
+        env: Mapping[str, str] | None = None,
+        *,
+        admin: bool = True,
     ) -> Runtime:
+        """`admin`: the function's requests need ADMIN_API_KEY (the webhook's do not)."""
         env = os.environ if env is None else env
         if db is None:
             missing = [n for n in ("SUPABASE_URL", "SUPABASE_SERVICE_ROLE_KEY") if not env.get(n)]
@@ -67,7 +73,7 @@ class Runtime:
             raise SupasaasyError(
                 f"SYNC_RATE_LIMIT_PER_MINUTE must be a whole number of 1 or more, not {rate!r}"
             ) from None
-        if not env.get("ADMIN_API_KEY"):
+        if admin and not env.get("ADMIN_API_KEY"):
             log.error("ADMIN_API_KEY is not set: every request will be refused")
         return cls(
             settings=settings,
@@ -147,13 +153,19 @@ def caller_key(request: flask.Request) -> str:
     return hashlib.sha256(token.encode()).hexdigest()[:16]
 
 
-def read_json_object(request: flask.Request, *, empty_ok: bool = False) -> dict[str, Any]:
-    """The body as a JSON object: 413 over 1 MB, 400 if it is not a JSON object."""
+def read_body(request: flask.Request) -> bytes:
+    """The raw body: 413 over 1 MB."""
     if (request.content_length or 0) > MAX_BODY_BYTES:
         raise HttpError(413, "request body too large (limit 1 MB)")
     raw = request.stream.read(MAX_BODY_BYTES + 1)
     if len(raw) > MAX_BODY_BYTES:
         raise HttpError(413, "request body too large (limit 1 MB)")
+    return raw
+
+
+def read_json_object(request: flask.Request, *, empty_ok: bool = False) -> dict[str, Any]:
+    """The body as a JSON object: 413 over 1 MB, 400 if it is not a JSON object."""
+    raw = read_body(request)
     if not raw.strip():
         if empty_ok:
             return {}

@@ -31,6 +31,11 @@ incremental conversation also states its whole set of parts (a ChildSet), so par
 removed upstream go. Search does not return deleted objects: they leave with the next
 full sync's sweep. Companies and admins cannot be searched by update time and always
 sync in full.
+
+Webhooks are notifications (`topic`, `created_at`, the object in `data.item`) signed as
+`X-Hub-Signature: sha1=<hex HMAC-SHA1 of the body keyed with the app's client secret>`.
+The item is stored as it comes, ordered by its `updated_at`; a deleted contact (or
+company) leaves with its notification.
 """
 
 from __future__ import annotations
@@ -38,8 +43,8 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Iterator
-from datetime import datetime
+from collections.abc import Callable, Iterator, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -60,7 +65,12 @@ from ..base import (
     RateLimiter,
     Record,
     Resource,
+    SignatureError,
+    WebhookEvent,
+    WebhookEventError,
     connector_settings,
+    hmac_matches,
+    prefixed_signature,
     secret_from_env,
 )
 from ..http import ProviderClient, RetryPolicy
@@ -99,6 +109,13 @@ SEARCHES = {
     "contact": ("/contacts/search", "data"),
     "conversation": ("/conversations/search", "conversations"),
 }
+# A notification's item, by its `type`: the resource it is an object of.
+WEBHOOK_ITEMS = {"contact": "contact", "user": "contact", "lead": "contact",
+                 "company": "company", "conversation": "conversation"}  # fmt: skip
+# Topics whose item is gone upstream.
+WEBHOOK_DELETIONS = frozenset({"contact.deleted", "contact.user.deleted", "contact.lead.deleted",
+                               "user.deleted", "company.deleted"})  # fmt: skip
+ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
 
 
 class IntercomSettings(BaseModel):
@@ -106,7 +123,7 @@ class IntercomSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    api_key_env: str = Field(min_length=1, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    api_key_env: str = Field(min_length=1, pattern=ENV_NAME)
     api_base: str = Field(default="https://api.intercom.io", pattern=r"^https?://\S+$")
     page_size: int = Field(default=50, ge=1, le=150)
     # Intercom allows an app 10,000 requests a minute (spread over 10-second windows).
@@ -114,6 +131,8 @@ class IntercomSettings(BaseModel):
     max_retries: int = Field(default=5, ge=0, le=20)
     timeout_seconds: float = Field(default=30.0, gt=0)
     search_overlap_seconds: int = Field(default=300, ge=0, le=DAY_SECONDS)
+    # The variable holding the app's client secret, which signs its webhooks.
+    webhook_secret_env: str | None = Field(default=None, pattern=ENV_NAME)
 
 
 class IntercomClient(ProviderClient):
@@ -396,6 +415,13 @@ class IntercomConnector(Connector):
                     ChildSet(PART_COLLECTION, PART_PARENT_FIELD, conversation_id)
                 )
             return
+        self._add_conversation_parts(page, conversation, incremental)
+
+    def _add_conversation_parts(
+        self, page: Page, conversation: dict[str, Any], incremental: bool
+    ) -> None:
+        """A record for the conversation and one per part it lists, and (in a change
+        feed, or when the list is cut short) its set of parts."""
         conversation_id = _id(conversation)
         page.records.append(
             Record(
@@ -422,6 +448,53 @@ class IntercomConnector(Connector):
             page.child_sets.append(
                 ChildSet(PART_COLLECTION, PART_PARENT_FIELD, conversation_id, complete=whole)
             )
+
+    # -- webhooks --------------------------------------------------------------
+
+    def verify_webhook(self, body: bytes, headers: Mapping[str, str], secret: str) -> None:
+        """`X-Hub-Signature: sha1=<hex>`, the HMAC-SHA1 of the body with the client secret."""
+        signature = prefixed_signature(headers, "X-Hub-Signature", "sha1=")
+        if not hmac_matches(secret, body, signature, "sha1"):
+            raise SignatureError("X-Hub-Signature does not match the body")
+
+    def webhook_event(self, event: dict[str, Any]) -> WebhookEvent:
+        """The notification's item, stored as of its `updated_at` (a conversation with the
+        parts it lists), or deleted as of the notification; other topics (`ping`, tags,
+        admins) change nothing."""
+        event_id, topic, created = event.get("id"), event.get("topic"), event.get("created_at")
+        data = event.get("data")
+        item = data.get("item") if isinstance(data, dict) else None
+        if not (isinstance(event_id, str) and event_id and isinstance(topic, str)
+                and type(created) is int):  # fmt: skip
+            raise WebhookEventError("not an Intercom notification (id, topic, created_at)")
+        found = WebhookEvent(event_id, topic, datetime.fromtimestamp(created, UTC))
+        resource = WEBHOOK_ITEMS.get(str(item.get("type"))) if isinstance(item, dict) else None
+        if resource is None or not self.syncs(resource):
+            return found
+        assert isinstance(item, dict)
+        try:
+            item_id = _id(item)
+        except ProviderError:
+            raise WebhookEventError(f"Intercom {topic} notification: its item has no id") from None
+        collection = self.metadata.resource(resource).collection_key
+        if topic in WEBHOOK_DELETIONS:
+            found.page = Page(deletions=[Deletion(collection, item_id)])
+            return found
+        if not self._in_window(item):
+            return found
+        updated = item.get("updated_at")
+        if type(updated) is int:
+            found.observed_at = datetime.fromtimestamp(updated, UTC)
+        found.page = Page()
+        if resource == "conversation":
+            self._add_conversation_parts(found.page, item, incremental=True)
+            # A notification lists the parts it is about, not all: none is removed.
+            found.page.child_sets = []
+        else:
+            found.page.records.append(
+                Record(collection, item_id, item, archived=_archived(resource, item))
+            )
+        return found
 
 
 def _archived(resource_type: str, obj: dict[str, Any]) -> bool:

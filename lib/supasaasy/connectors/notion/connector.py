@@ -17,13 +17,19 @@ their own. Pages are read as raw JSON with httpx and Notion's cursor pagination
 Incremental syncs of data sources and pages read the search, most recently edited
 first, and stop at the watermark less an overlap: Notion stamps edits to the minute
 and its search index lags a little behind edits.
+
+Webhook events carry ids only (`entity`), signed as `X-Notion-Signature: sha256=<hex
+HMAC-SHA256 of the body keyed with the subscription's verification token>`: the page or
+data source is fetched, and stored as it is then (stamped with the time of that request,
+finer than Notion's minutes), or deleted when Notion answers 404. The subscription's
+one-time verification request (`{"verification_token": ...}`) is not signed.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
-from datetime import datetime, timedelta
+from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 import httpx
@@ -43,7 +49,12 @@ from ..base import (
     RateLimiter,
     Record,
     Resource,
+    SignatureError,
+    WebhookEvent,
+    WebhookEventError,
     connector_settings,
+    hmac_matches,
+    prefixed_signature,
     secret_from_env,
 )
 from ..http import ProviderClient, RetryPolicy
@@ -72,6 +83,11 @@ RESOURCES = (
 
 # Flags Notion sets on objects in the trash (`is_archived` in later API versions).
 ARCHIVE_FLAGS = ("archived", "in_trash", "is_archived")
+# Webhook events, by the prefix of their type: the resource their entity is.
+WEBHOOK_RESOURCES = {"page.": "page", "data_source.": "data_source"}
+# The verification request's body is small: one token.
+MAX_VERIFICATION_BYTES = 1024
+ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
 
 
 class NotionSettings(BaseModel):
@@ -79,7 +95,7 @@ class NotionSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    api_key_env: str = Field(min_length=1, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    api_key_env: str = Field(min_length=1, pattern=ENV_NAME)
     api_base: str = Field(default="https://api.notion.com", pattern=r"^https?://\S+$")
     page_size: int = Field(default=100, ge=1, le=100)
     # Notion's documented average rate for an integration.
@@ -88,6 +104,9 @@ class NotionSettings(BaseModel):
     timeout_seconds: float = Field(default=30.0, gt=0)
     # How far before the watermark an incremental sync reads edits again.
     incremental_overlap_seconds: float = Field(default=300.0, ge=0)
+    # The variable holding the webhook subscription's verification token, which signs
+    # its events.
+    webhook_secret_env: str | None = Field(default=None, pattern=ENV_NAME)
 
 
 class NotionHttp(ProviderClient):
@@ -371,6 +390,57 @@ class NotionConnector(Connector):
         request = {"page_size": self.settings.page_size}
         for objects, after in self._list("GET", "/v1/users", request, cursor):
             yield Page(records=[Record(USER, obj["id"], obj) for obj in objects], cursor=after)
+
+    # -- webhooks --------------------------------------------------------------
+
+    def verify_webhook(self, body: bytes, headers: Mapping[str, str], secret: str) -> None:
+        """`X-Notion-Signature: sha256=<hex>`, the HMAC-SHA256 of the body keyed with the
+        verification token."""
+        signature = prefixed_signature(headers, "X-Notion-Signature", "sha256=")
+        if not hmac_matches(secret, body, signature):
+            raise SignatureError("X-Notion-Signature does not match the body")
+
+    def webhook_verification(self, body: bytes, headers: Mapping[str, str]) -> str | None:
+        """The token of the subscription's verification request: an unsigned body that is
+        `{"verification_token": "..."}` alone."""
+        if "x-notion-signature" in headers or len(body) > MAX_VERIFICATION_BYTES:
+            return None
+        try:
+            found = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return None
+        token = found.get("verification_token") if isinstance(found, dict) else None
+        return token if isinstance(token, str) and token and len(found) == 1 else None
+
+    def webhook_event(self, event: dict[str, Any]) -> WebhookEvent:
+        """The event's page or data source as Notion has it now; events of other objects
+        (databases, comments) or of resources the app does not sync change nothing."""
+        event_id, event_type, entity = event.get("id"), event.get("type"), event.get("entity")
+        entity_id = entity.get("id") if isinstance(entity, dict) else None
+        if not (isinstance(event_id, str) and event_id and isinstance(event_type, str)
+                and isinstance(entity_id, str) and entity_id):  # fmt: skip
+            raise WebhookEventError("not a Notion event (id, type, entity.id)")
+        found = WebhookEvent(event_id, event_type, datetime.now(UTC))
+        resource = next((r for prefix, r in WEBHOOK_RESOURCES.items()
+                         if event_type.startswith(prefix)), None)  # fmt: skip
+        if resource is None or not self.syncs(resource):
+            return found
+        found.page = Page()
+        if resource == "data_source":
+            self._check_data_source(found.page, entity_id)
+            return found
+        try:
+            obj = self.http.get_json(f"/v1/pages/{entity_id}")
+        except ProviderError as exc:
+            if exc.status != 404:
+                raise
+            found.page.deletions.append(Deletion(PAGE, entity_id))
+            return found
+        if _in_data_source(obj) and not self._before_sync_from(obj):
+            found.page.records.append(Record(PAGE, entity_id, obj, archived=_archived(obj)))
+        else:  # a page outside any data source is not synced
+            found.page = None
+        return found
 
     # -- helpers ---------------------------------------------------------------
 

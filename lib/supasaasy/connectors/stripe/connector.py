@@ -5,12 +5,14 @@ paging with httpx took 0.85 s against 6.9 s through the stripe SDK's object laye
 so the SDK is not used. Full syncs list each resource (`starting_after` paging,
 `created[gte]` for `sync_from`); incremental syncs read the events list since the
 last watermark and apply the newest state of each object (events come newest
-first), deleting on `*.deleted`.
+first), deleting on `*.deleted`. Webhooks carry the same events, one at a time, signed
+as `Stripe-Signature: t=<unix time>,v1=<hex HMAC-SHA256 of "t." + body>`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -30,7 +32,11 @@ from ..base import (
     RateLimiter,
     Record,
     Resource,
+    SignatureError,
+    WebhookEvent,
+    WebhookEventError,
     connector_settings,
+    hmac_matches,
     secret_from_env,
 )
 from ..http import ProviderClient, RetryPolicy
@@ -84,6 +90,8 @@ EVENT_TYPES = {
 }
 # A canceled subscription still exists upstream: its event carries its final state.
 NOT_A_DELETION = frozenset({"customer.subscription.deleted"})
+EVENT_RESOURCE = {event: resource for resource, events in EVENT_TYPES.items() for event in events}
+ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
 
 
 class StripeSettings(BaseModel):
@@ -91,7 +99,7 @@ class StripeSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    api_key_env: str = Field(min_length=1, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    api_key_env: str = Field(min_length=1, pattern=ENV_NAME)
     api_base: str = "https://api.stripe.com"
     api_version: str = API_VERSION
     page_size: int = Field(default=100, ge=1, le=100)
@@ -99,6 +107,10 @@ class StripeSettings(BaseModel):
     requests_per_second: float | None = Field(default=None, gt=0)
     max_retries: int = Field(default=5, ge=0, le=20)
     timeout_seconds: float = Field(default=30.0, gt=0)
+    # The variable holding the webhook endpoint's signing secret (whsec_...).
+    webhook_secret_env: str | None = Field(default=None, pattern=ENV_NAME)
+    # A signature older than this is refused (a replayed request).
+    webhook_tolerance_seconds: int = Field(default=300, ge=1)
 
 
 @register
@@ -183,20 +195,58 @@ class StripeConnector(Connector):
                 if obj["id"] in handled:  # newest first: an older state of a done object
                     continue
                 handled.add(obj["id"])
-                observed = datetime.fromtimestamp(int(event.get("created") or 0), UTC)
-                version = event.get("api_version") or None
-                event_type = str(event.get("type", ""))
-                if event_type.endswith(".deleted") and event_type not in NOT_A_DELETION:
-                    page.deletions.append(
-                        Deletion(self._collection(resource_type), obj["id"], observed)
-                    )
-                    continue
-                self._add(page, resource_type, obj, observed=observed, api_version=version)
-                if resource_type == "subscription":
-                    page.child_sets.append(
-                        ChildSet("stripe_subscription_item", "subscription", obj["id"], observed)
-                    )
+                self._add_event(page, resource_type, event, obj)
             yield page
+
+    def _add_event(
+        self, page: Page, resource_type: str, event: dict[str, Any], obj: dict[str, Any]
+    ) -> None:
+        """What one event of the resource changes: its object's state as of the event
+        (with the subscription's whole set of items), or its deletion."""
+        observed = _event_time(event)
+        version = event.get("api_version") or None
+        event_type = str(event.get("type", ""))
+        if event_type.endswith(".deleted") and event_type not in NOT_A_DELETION:
+            page.deletions.append(Deletion(self._collection(resource_type), obj["id"], observed))
+            return
+        self._add(page, resource_type, obj, observed=observed, api_version=version)
+        if resource_type == "subscription":
+            page.child_sets.append(
+                ChildSet("stripe_subscription_item", "subscription", obj["id"], observed)
+            )
+
+    # -- webhooks --------------------------------------------------------------
+
+    def verify_webhook(self, body: bytes, headers: Mapping[str, str], secret: str) -> None:
+        """`Stripe-Signature: t=...,v1=...[,v1=...]`: any v1 (several while a secret is
+        rolled) the HMAC-SHA256 of `t.` + body, and t within the tolerance."""
+        fields = [part.partition("=") for part in headers.get("stripe-signature", "").split(",")]
+        stamps = [v.strip() for k, _, v in fields if k.strip() == "t"]
+        signatures = [v for k, _, v in fields if k.strip() == "v1" and v.strip()]
+        if len(stamps) != 1 or not stamps[0].isdigit() or not signatures:
+            raise SignatureError("missing or malformed Stripe-Signature header")
+        signed = stamps[0].encode() + b"." + body
+        if not any(hmac_matches(secret, signed, v) for v in signatures):
+            raise SignatureError("Stripe-Signature does not match the body")
+        if int(stamps[0]) < time.time() - self.settings.webhook_tolerance_seconds:
+            raise SignatureError("Stripe-Signature is too old (a replayed request?)")
+
+    def webhook_event(self, event: dict[str, Any]) -> WebhookEvent:
+        """The event's object as the change feed applies it; events of resources the app
+        does not sync change nothing."""
+        event_id, event_type = event.get("id"), event.get("type")
+        data = event.get("data")
+        obj = data.get("object") if isinstance(data, dict) else None
+        if not (isinstance(event_id, str) and event_id and isinstance(event_type, str)
+                and isinstance(obj, dict) and isinstance(obj.get("id"), str) and obj["id"]
+                and type(event.get("created")) is int):  # fmt: skip
+            raise WebhookEventError("not a Stripe event (id, type, created, data.object.id)")
+        found = WebhookEvent(event_id, event_type, _event_time(event))
+        resource = EVENT_RESOURCE.get(event_type)
+        if resource is not None and self.syncs(resource):
+            found.page = Page()
+            self._add_event(found.page, resource, event, obj)
+        return found
 
     # -- helpers ---------------------------------------------------------------
 
@@ -289,6 +339,10 @@ def _checked(objects: list[Any], where: str) -> list[dict[str, Any]]:
 
 def _objects(body: dict[str, Any], path: str) -> list[dict[str, Any]]:
     return _checked(body["data"], f"a page of {path}")
+
+
+def _event_time(event: dict[str, Any]) -> datetime:
+    return datetime.fromtimestamp(int(event.get("created") or 0), UTC)
 
 
 def _event_object(event: dict[str, Any]) -> dict[str, Any]:
