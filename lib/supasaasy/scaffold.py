@@ -24,6 +24,7 @@ FUNCTIONS = {
     "sync": ("sync", "create_sync_handler"),
     "worker": ("worker", "create_worker_handler"),
     "job-status": ("job_status", "create_job_status_handler"),
+    "webhook": ("webhook", "create_webhook_handler"),
 }
 MAIN = '''"""The `{folder}` function (functions-framework target `{target}`)."""
 

@@ -4,6 +4,7 @@ secrets kept out of answers and logs. Rows must always end equal to upstream."""
 
 from __future__ import annotations
 
+import hmac
 import os
 import shutil
 import signal
@@ -33,6 +34,7 @@ from supasaasy.worker import Worker
 
 ADMIN = "reliability-admin-key-5f2b9c"
 STRIPE_KEY = "sk_test_reliability_3c8e1a"
+WEBHOOK_SECRET = "whsec_reliability_7d4f0b"
 CUSTOMERS = 3000
 APPS = ("kill_before", "kill_midway", "kill_completing", "kill_repeatedly", "pgrst_restart",
         "concurrent", "sigterm_cli", "sigterm_function")  # fmt: skip
@@ -72,13 +74,16 @@ def env(project_root: Path) -> Iterator[Env]:
                 f'config = {{ api_key_env = "REL_STRIPE_KEY", api_base = "{stripe}",'
                 f" requests_per_second = 10 }}\n\n"
                 for app in APPS
-            ) + "[worker]\nstale_after_seconds = 1\nmax_attempts = 20\n")  # fmt: skip
+            ) + '[[apps]]\napp_key = "hooks"\nconnector = "stripe"\nconfig = {'
+                ' api_key_env = "REL_STRIPE_KEY", webhook_secret_env = "REL_WEBHOOK_SECRET" }\n\n'
+                "[worker]\nstale_after_seconds = 1\nmax_attempts = 20\n")  # fmt: skip
             settings = StackSettings(
                 project_dir=project_root, state_dir=state, gateway_port=free_port(),
                 db_port=free_port(), rest_port=free_port(), rest_admin_port=free_port(),
                 durable=False, jwt_secret=new_jwt_secret(), serve_functions=True,
                 admin_key=ADMIN,
                 function_env={"SUPASAASY_CONFIG": str(config), "REL_STRIPE_KEY": STRIPE_KEY,
+                              "REL_WEBHOOK_SECRET": WEBHOOK_SECRET,
                               "SUPASAASY_WORKER_URL": "", "SYNC_RATE_LIMIT_PER_MINUTE": "10000"},
             )  # fmt: skip
             stack = LocalStack(settings)
@@ -307,6 +312,18 @@ def test_twenty_concurrent_sync_requests_make_one_job(env: Env, pg: Pg) -> None:
 
 
 JOB = "00000000-0000-4000-8000-000000000000"
+EVENT = b'{"id": "evt_1", "type": "customer.created", "created": 1800000000,' \
+        b' "data": {"object": {"id": "cus_1"}}}'  # fmt: skip
+
+
+def stripe_signed(body: bytes, *, secret: str = WEBHOOK_SECRET,
+                  at: int | None = None) -> dict[str, str]:  # fmt: skip
+    """Stripe's `Stripe-Signature` for `body`."""
+    t = int(time.time()) if at is None else at
+    digest = hmac.new(secret.encode(), f"{t}.".encode() + body, "sha256").hexdigest()
+    return {"Stripe-Signature": f"t={t},v1={digest}"}
+
+
 GOOD = {"Authorization": f"Bearer {ADMIN}"}
 JSON = {**GOOD, "Content-Type": "application/json"}
 BAD_REQUESTS: list[tuple[str, str, str, dict[str, str], Any, int]] = [
@@ -372,6 +389,22 @@ BAD_REQUESTS: list[tuple[str, str, str, dict[str, str], Any, int]] = [
     ("job-status", "POST", f"/{JOB}/cancel", GOOD, None, 404),
     ("job-status", "POST", f"/{JOB}/retry", GOOD, None, 404),
     ("job-status", "POST", "/nope/cancel", GOOD, None, 400),
+    # Webhooks: signed by the provider, no admin key (a valid one does not help).
+    ("webhook", "POST", "/hooks", GOOD, EVENT, 401),
+    ("webhook", "POST", "/hooks", stripe_signed(EVENT, secret="whsec_forged"), EVENT, 401),
+    ("webhook", "POST", "/hooks", stripe_signed(EVENT, at=int(time.time()) - 400), EVENT, 401),
+    ("webhook", "POST", "/hooks", stripe_signed(EVENT), EVENT.replace(b"cus_1", b"cus_2"), 401),
+    ("webhook", "POST", "/hooks", {"Stripe-Signature": "t=1,v1="}, EVENT, 401),
+    ("webhook", "POST", "/hooks", stripe_signed(b"{"), b"{", 400),
+    ("webhook", "POST", "/hooks", stripe_signed(b"[]"), b"[]", 400),
+    ("webhook", "POST", "/hooks", stripe_signed(b"{}"), b"{}", 400),
+    ("webhook", "POST", "/hooks", {}, b'{"id": "' + b"x" * (1024 * 1024) + b'"}', 413),
+    ("webhook", "POST", "/nobody", stripe_signed(EVENT), EVENT, 404),
+    ("webhook", "POST", "/concurrent", stripe_signed(EVENT), EVENT, 404),
+    ("webhook", "POST", "/bad.key", stripe_signed(EVENT), EVENT, 400),
+    ("webhook", "POST", "/concurrent%27%3B--", stripe_signed(EVENT), EVENT, 400),
+    ("webhook", "POST", "", stripe_signed(EVENT), EVENT, 400),
+    ("webhook", "GET", "/hooks", {}, None, 405),
 ]
 
 
@@ -389,7 +422,8 @@ def test_malformed_requests_get_their_4xx_and_write_nothing(env: Env, pg: Pg) ->
     def written() -> tuple[object, ...]:
         row = pg.execute("select (select count(*) from supasaasy.sync_jobs),"
                          " (select count(*) from supasaasy.sync_job_tasks),"
-                         " (select count(*) from supasaasy.entities)").fetchone()  # fmt: skip
+                         " (select count(*) from supasaasy.entities),"
+                         " (select count(*) from supasaasy.webhook_logs)").fetchone()  # fmt: skip
         assert row is not None
         return tuple(row)
 

@@ -29,7 +29,7 @@ from .processes import (
 
 POSTGREST_BIN_ENV = "SUPASAASY_POSTGREST_BIN"
 # functions/<name>/main.py and the functions-framework target each exposes.
-FUNCTIONS = {"sync": "sync", "worker": "worker", "job-status": "job_status"}
+FUNCTIONS = {"sync": "sync", "worker": "worker", "job-status": "job_status", "webhook": "webhook"}
 
 
 @dataclass
@@ -51,7 +51,7 @@ class StackSettings:
     jwt_secret: str | None = None
     # Extra gateway routes: /functions/v1/<name> -> URL.
     functions: dict[str, str] = field(default_factory=dict)
-    # Serve the project's three functions (functions/<name>/main.py) behind the gateway,
+    # Serve the project's functions (functions/<name>/main.py) behind the gateway,
     # with this admin key and these extra environment variables.
     serve_functions: bool = False
     admin_key: str | None = None
