@@ -13,7 +13,7 @@ import importlib.util
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import typer
 from rich.console import Console
@@ -37,8 +37,11 @@ app = typer.Typer(help="Keep a Postgres copy of your SaaS data: job-based sync."
                   no_args_is_help=True, add_completion=False)  # fmt: skip
 jobs_app = typer.Typer(help="List, show, cancel and retry sync jobs.", no_args_is_help=True)
 config_app = typer.Typer(help="Check the configuration.", no_args_is_help=True)
+webhooks_app = typer.Typer(help="The webhook log, and where providers send events.",
+                           no_args_is_help=True)  # fmt: skip
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(config_app, name="config")
+app.add_typer(webhooks_app, name="webhooks")
 console = Console()
 errors = Console(stderr=True)
 
@@ -319,20 +322,95 @@ def config_check(config: ConfigPath = None) -> None:
 
     settings = _settings(config)
     failed = False
-    table = Table("app", "connector", "resources", "check")
+    table = Table("app", "connector", "resources", "webhook secret", "check")
     for app_config in settings.apps:
+        webhook = "-"
         try:
             connector = create_connector(app_config)
             connector.close()
             verdict = "[green]ok[/]"
+            if variable := connector.webhook_secret_env:
+                found = os.environ.get(variable, "").strip()
+                webhook = f"{variable} ({'set' if found else '[yellow]not set[/]'})"
         except ConfigError as exc:
             failed, verdict = True, f"[red]{exc}[/]"
         resources = ", ".join(app_config.resources or ["all"])
-        table.add_row(app_config.app_key, app_config.connector, resources, verdict)
+        table.add_row(app_config.app_key, app_config.connector, resources, webhook, verdict)
     console.print(table)
     for schedule in settings.sync_schedules:
         console.print(f"schedule: {schedule.app_key} {schedule.mode} at '{schedule.cron}'")
     raise typer.Exit(1 if failed else 0)
+
+
+# Where each provider takes the webhook URL, and what the secret variable holds.
+WEBHOOK_SETUP = {
+    "stripe": "Stripe Dashboard > Developers > Webhooks > Add endpoint; {variable} holds its"
+              " signing secret (whsec_...)",
+    "intercom": "Intercom Developer Hub > your app > Webhooks; {variable} holds the app's"
+                " client secret (Basic information)",
+    "notion": "Notion integration settings > Webhooks > Create a subscription; the"
+              " verification token it then sends is in `supasaasy webhooks log --app {app}`:"
+              " set {variable} to it",
+}  # fmt: skip
+
+
+@webhooks_app.command("url")
+def webhooks_url(
+    app_key: Annotated[str, typer.Argument(help="the app")],
+    functions_url: FunctionsUrl = None,
+    config: ConfigPath = None,
+) -> None:
+    """Print the URL to register with the provider for APP's webhooks."""
+    from .connectors import connector_class
+
+    app_config = _settings(config).app(app_key)
+    if app_config is None:
+        errors.print(f"[red]error:[/] no app {app_key!r} in the configuration")
+        raise typer.Exit(2)
+    url = _need(_functions_url(functions_url), "the functions URL", "SUPASAASY_FUNCTIONS_URL")
+    sys.stdout.write(f"{url.rstrip('/')}/webhook/{app_key}\n")
+    variable = app_config.config.get("webhook_secret_env")
+    if not variable:
+        errors.print(f"[yellow]note:[/] {app_key} has no config.webhook_secret_env: its"
+                     " webhooks are refused (404) until it names one")  # fmt: skip
+        return
+    connector = connector_class(app_config).metadata.name
+    setup = WEBHOOK_SETUP.get(connector, "{variable} holds the signing secret")
+    errors.print(setup.format(variable=variable, app=app_key))
+
+
+@webhooks_app.command("log")
+def webhooks_log(
+    app_key: Annotated[str | None, typer.Option("--app", help="only this app")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=1000)] = 20,
+    supabase_url: SupabaseUrl = None,
+    service_key: ServiceKey = None,
+) -> None:
+    """The latest events the webhook function received, newest first (requests it
+    refused are not logged)."""
+    import httpx
+    from postgrest import APIError
+
+    from .db import translate
+
+    query = _database(supabase_url, service_key).rest.table("webhook_logs").select("*")
+    if app_key:
+        query = query.eq("app_key", app_key)
+    try:
+        rows = cast(list[dict[str, Any]], query.order("id", desc=True).limit(limit).execute().data)
+    except APIError as exc:
+        raise _fail(translate(exc)) from None
+    except httpx.HTTPError as exc:
+        raise _fail(SupasaasyError(f"cannot reach the database API: {exc}")) from None
+    table = Table("received", "app", "event", "type", "outcome", "detail")
+    colours = {"applied": "green", "ignored": "white", "failed": "red", "verification": "yellow"}
+    for row in rows:
+        outcome = row["outcome"]
+        detail = row["error"] or ", ".join(f"{k} {v}" for k, v in (row["detail"] or {}).items())
+        table.add_row(row["received_at"][:19].replace("T", " "), row["app_key"],
+                      row["event_id"] or "", row["event_type"] or "",
+                      f"[{colours.get(outcome, 'white')}]{outcome}[/]", escape(detail))  # fmt: skip
+    console.print(table)
 
 
 @app.command()

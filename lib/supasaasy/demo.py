@@ -1,10 +1,12 @@
 """`make demo`: a job-based sync end to end on the embedded local stack.
 
-Starts the stack (Postgres, PostgREST, gateway, the three functions) and localstripe
+Starts the stack (Postgres, PostgREST, gateway, the four functions) and localstripe
 from scratch on free ports, seeds a realistic Stripe dataset, runs a full sync through
 the HTTP functions with a worker called every few seconds as cron would, shows the
 rows per collection, changes a few objects upstream, runs an incremental sync and
-checks that the changes arrived. Everything it started is stopped at the end.
+checks that the changes arrived; then has localstripe send its events to the webhook
+function and shows a rename reaching Postgres within seconds, with no sync job.
+Everything it started is stopped at the end.
 """
 
 from __future__ import annotations
@@ -28,13 +30,14 @@ from rich.table import Table
 from .cli import follow
 from .client import FunctionsClient
 from .devstack import LocalStack, StackError, StackInfo, StackSettings
-from .devstack.localstripe import running_localstripe
+from .devstack.localstripe import register_webhook, running_localstripe
 from .devstack.processes import free_port
 from .devstack.seed import SeedSummary, seed_stripe
 from .errors import SupasaasyError
 
 APP = "stripe_local"
 STRIPE_KEY = "sk_test_local"
+WEBHOOK_SECRET = "whsec_" + secrets.token_hex(16)
 COLLECTIONS = ("stripe_customer", "stripe_product", "stripe_price", "stripe_plan",
                "stripe_subscription", "stripe_subscription_item")  # fmt: skip
 console = Console()
@@ -73,7 +76,7 @@ def row_counts(database_url: str) -> dict[str, int]:
 
 
 def step(number: int, text: str) -> None:
-    console.rule(f"[bold]{number}/7  {text}")
+    console.rule(f"[bold]{number}/8  {text}")
 
 
 def run(args: argparse.Namespace, project: Path, state: Path) -> None:
@@ -85,7 +88,8 @@ def run(args: argparse.Namespace, project: Path, state: Path) -> None:
             project_dir=project, state_dir=state, gateway_port=free_port(), db_port=free_port(),
             rest_port=free_port(), rest_admin_port=free_port(), durable=False,
             serve_functions=True, admin_key=admin,
-            function_env={"LOCALSTRIPE_URL": stripe, "STRIPE_LOCAL_API_KEY": STRIPE_KEY},
+            function_env={"LOCALSTRIPE_URL": stripe, "STRIPE_LOCAL_API_KEY": STRIPE_KEY,
+                          "STRIPE_LOCAL_WEBHOOK_SECRET": WEBHOOK_SECRET},
         ))  # fmt: skip
         info: StackInfo = stack.start()
         running.callback(stack.stop)
@@ -154,7 +158,40 @@ def run(args: argparse.Namespace, project: Path, state: Path) -> None:
             console.print(f"{'[green]ok[/]' if ok else '[red]FAILED[/]'}  {text}")
         if not all(ok for _, ok in checks):
             raise DemoError("the incremental sync did not bring every change")
+
+        step(8, "Real time: localstripe sends its events to the webhook function")
+        webhook = f"{info.supabase_url}/functions/v1/webhook/{APP}"
+        register_webhook(stripe, webhook, WEBHOOK_SECRET)
+        console.print(f"localstripe sends its signed events to {webhook}")
+        real_time(info.database_url, stripe, seeded.customers[5])
         console.print("[bold green]The demo ran end to end.[/] Stopping everything it started.")
+
+
+def real_time(database_url: str, stripe: str, customer: str) -> None:
+    """Rename a customer upstream and wait for the row to change, with no sync job."""
+    name = f"Renamed at {time.strftime('%H:%M:%S')}"
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        jobs = conn.execute("select count(*) from supasaasy.sync_jobs").fetchone()
+        time.sleep(1.05 - time.time() % 1)  # a later second than the sync's pages
+        started = time.monotonic()
+        with httpx.Client(
+            base_url=stripe, headers={"Authorization": f"Bearer {STRIPE_KEY}"}
+        ) as api:
+            api.post(f"/v1/customers/{customer}", data={"name": name}).raise_for_status()
+        while time.monotonic() - started < 15:
+            row = conn.execute("select raw_payload->>'name' from supasaasy.entities"
+                               " where app_key = %s and external_id = %s",
+                               (APP, customer)).fetchone()  # fmt: skip
+            if row == (name,):
+                break
+            time.sleep(0.05)
+        else:
+            raise DemoError(f"the rename of {customer} did not arrive through the webhook")
+        seconds = time.monotonic() - started
+        if conn.execute("select count(*) from supasaasy.sync_jobs").fetchone() != jobs:
+            raise DemoError("a sync job ran meanwhile: the rename did not come by webhook alone")
+    console.print(f"[green]ok[/]  {customer} renamed upstream; the row changed {seconds:.1f} s"
+                  " later (localstripe waits 1 s before sending), and no sync job ran")  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,7 +8,11 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -22,7 +26,10 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
+from typer.testing import CliRunner
 
+from supasaasy import cli
+from supasaasy.cli import app
 from supasaasy.devstack import LocalStack, StackInfo, StackSettings
 from supasaasy.devstack.keys import new_jwt_secret
 from supasaasy.devstack.localstripe import running_localstripe
@@ -129,6 +136,7 @@ class Env:
     stack: LocalStack
     info: StackInfo
     stripe: str
+    config: Path
 
     def url(self, app_key: str) -> str:
         return f"{self.info.supabase_url}/functions/v1/webhook/{app_key}"
@@ -165,7 +173,7 @@ def env(project_root: Path) -> Iterator[Env]:
             )
             stack = LocalStack(settings)
             with stack as info:
-                yield Env(stack, info, stripe)
+                yield Env(stack, info, stripe, config)
     finally:
         notion.shutdown()
         shutil.rmtree(state, ignore_errors=True)
@@ -637,3 +645,109 @@ def test_the_database_away_is_a_503_and_the_retry_applies(env: Env, pg: Pg) -> N
     assert customer not in rows(pg, "stripe_wh", "stripe_customer")
     assert stripe_post(env, event).json()["outcome"] == "applied"
     assert customer in rows(pg, "stripe_wh", "stripe_customer")
+
+
+# -- the command line ----------------------------------------------------------------------
+
+
+def test_the_cli_shows_the_log_the_url_and_the_secret_variables(
+    env: Env, pg: Pg, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SUPASAASY_CONFIG", str(env.config))
+    for name, value in KEYS.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("WH_STRIPE_SECRET", SECRETS["WH_STRIPE_SECRET"])
+    monkeypatch.setattr(cli.console, "width", 250)  # rows on one line each
+    runner = CliRunner()
+    product = f"prod_{uuid.uuid4().hex[:10]}"
+    stripe_post(env, stripe_event("product.created", {"id": product}, int(time.time())))
+    log = runner.invoke(
+        app,
+        [
+            "webhooks",
+            "log",
+            "--app",
+            "stripe_wh",
+            "--limit",
+            "5",
+            "--supabase-url",
+            env.info.supabase_url,
+            "--service-key",
+            env.info.service_role_key,
+        ],
+        terminal_width=250,
+    )
+    assert log.exit_code == 0, log.output
+    assert "product.created" in log.output and "applied" in log.output
+    assert "notion_setup" not in log.output
+
+    url = runner.invoke(
+        app,
+        ["webhooks", "url", "stripe_wh", "--functions-url", "https://fn.example.com"],
+        terminal_width=250,
+    )
+    assert url.exit_code == 0
+    assert url.stdout.splitlines()[0] == "https://fn.example.com/webhook/stripe_wh"
+    assert "WH_STRIPE_SECRET" in url.output and "whsec_" in url.output
+    assert runner.invoke(app, ["webhooks", "url", "nobody", "--functions-url", "x"]).exit_code == 2
+
+    check = runner.invoke(app, ["config", "check"], terminal_width=250)
+    lines = {line.split()[1]: line for line in check.output.splitlines() if "│ " in line}
+    assert "WH_STRIPE_SECRET (set)" in lines["stripe_wh"]
+    assert "WH_STRIPE_UNSET (not set)" in lines["stripe_unset"]
+    assert SECRETS["WH_STRIPE_SECRET"] not in check.output
+
+
+# -- make dev ------------------------------------------------------------------------------
+
+
+def test_make_dev_has_localstripe_send_its_events_to_the_webhook(
+    project_root: Path, scratch: Path
+) -> None:
+    ports = {name: free_port() for name in ("gateway", "db", "rest", "rest-admin", "localstripe")}
+    args = [f"--{name}-port={port}" for name, port in ports.items()]
+    env = {k: v for k, v in os.environ.items() if k != "SUPASAASY_DB_URL"}
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "supasaasy.devstack",
+            "--state-dir",
+            str(scratch / "state"),
+            "--worker-every",
+            "3600",
+            *args,
+        ],
+        cwd=project_root,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    output: list[str] = []
+    assert process.stdout is not None
+    reader = threading.Thread(target=lambda: output.extend(process.stdout or []), daemon=True)
+    reader.start()
+    try:
+        wait_for(lambda: any("localstripe sends its events to" in line for line in output), 90)
+        stack_env = dict(
+            line.split("=", 1)
+            for line in (scratch / "state" / "stack.env").read_text().splitlines()
+        )
+        stripe = f"http://127.0.0.1:{ports['localstripe']}"
+        created = httpx.post(
+            f"{stripe}/v1/customers",
+            data={"name": "from make dev"},
+            headers={"Authorization": "Bearer sk_test_local"},
+        )
+        customer = created.json()["id"]
+        with psycopg.connect(stack_env["DATABASE_URL"], autocommit=True) as pg:
+            wait_for(lambda: customer in rows(pg, "stripe_local", "stripe_customer"), 20)
+            through = pg.execute(
+                "select count(*) from supasaasy.webhook_logs where app_key = 'stripe_local'"
+                " and event_type = 'customer.created' and outcome = 'applied'"
+            ).fetchone()
+            assert through == (1,)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=60)

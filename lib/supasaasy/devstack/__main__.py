@@ -14,7 +14,7 @@ from types import FrameType
 
 from ..config import ConfigFileError, load_settings
 from . import LocalStack, StackError, StackSettings, describe
-from .localstripe import running_localstripe
+from .localstripe import register_webhook, running_localstripe
 from .scheduler import Scheduler
 
 
@@ -27,7 +27,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m supasaasy.devstack",
         description="Run the local stack in the foreground: Postgres, PostgREST, the gateway, "
-        "the three functions, localstripe and a scheduler that calls the worker.",
+        "the functions, localstripe (which sends its events to the webhook function) and a "
+        "scheduler that calls the worker.",
         epilog="Environment: SUPASAASY_DB_URL (use that Postgres), LOCALSTRIPE_URL (use that "
         "Stripe; otherwise localstripe is started on 127.0.0.1:8420), ADMIN_API_KEY "
         "(generated and printed when unset), SUPASAASY_CONFIG (default functions/supasaasy.toml).",
@@ -86,12 +87,23 @@ def main(argv: list[str] | None = None) -> int:
                 settings.function_env = {
                     "LOCALSTRIPE_URL": stripe_url,
                     "STRIPE_LOCAL_API_KEY": os.environ.get("STRIPE_LOCAL_API_KEY", "sk_test_local"),
+                    "STRIPE_LOCAL_WEBHOOK_SECRET": os.environ.get("STRIPE_LOCAL_WEBHOOK_SECRET")
+                    or "whsec_" + secrets.token_hex(16),
                 }
             info = stack.start()
             running.callback(stack.stop)
             print(describe(info), flush=True)
             if functions:
                 print(f"LOCALSTRIPE_URL={settings.function_env['LOCALSTRIPE_URL']}")
+                env = settings.function_env
+                webhook = f"{info.supabase_url}/functions/v1/webhook/stripe_local"
+                try:
+                    register_webhook(
+                        env["LOCALSTRIPE_URL"], webhook, env["STRIPE_LOCAL_WEBHOOK_SECRET"]
+                    )
+                    print(f"localstripe sends its events to {webhook}")
+                except OSError as exc:
+                    print(f"warning: localstripe's webhook not registered: {exc}", file=sys.stderr)
                 if not os.environ.get("ADMIN_API_KEY"):
                     print("(ADMIN_API_KEY was not set: the one above was generated for this run)")
                 scheduler = Scheduler(

@@ -57,6 +57,7 @@ import contextlib
 import sys
 import tempfile
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -467,6 +468,19 @@ def serve(port: int, host: str = DEFAULT_HOST) -> None:
 
     app = apply_patches()
     web.run_app(app, host=host, port=port, access_log=None, print=None)
+
+
+def register_webhook(api: str, url: str, secret: str, name: str = "supasaasy") -> None:
+    """Have localstripe send every event it creates to `url`, signed with `secret` as
+    Stripe signs (`Stripe-Signature`), about a second after the event."""
+    request = urllib.request.Request(
+        f"{api.rstrip('/')}/_config/webhooks/{name}",
+        data=urllib.parse.urlencode({"url": url, "secret": secret}).encode(),
+        headers={"Authorization": f"Bearer {TEST_API_KEY}"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        if int(response.status) != 200:
+            raise OSError(f"localstripe refused the webhook: {response.status}")
 
 
 def _answers(url: str) -> bool:
