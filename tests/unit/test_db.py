@@ -150,9 +150,13 @@ def no_sleep(monkeypatch: pytest.MonkeyPatch) -> list[float]:
 
 
 def test_connect_binds_the_client_to_the_rest_url_and_schema(db: Database) -> None:
+    assert str(db.rest.base_url) == REST_URL
+    assert db.rest.headers["Accept-Profile"] == "supasaasy"
+    assert db.rest.headers["Content-Profile"] == "supasaasy"
+    # Its HTTP session too, for requests sent on it directly.
     assert str(db.rest.session.base_url) == f"{REST_URL}/"
     assert db.rest.session.headers["Accept-Profile"] == "supasaasy"
-    assert db.rest.session.headers["Content-Profile"] == "supasaasy"
+    assert db.rest.session.headers["apikey"] == SERVICE_KEY
 
 
 def test_from_supabase_uses_the_supasaasy_schema(api: respx.MockRouter) -> None:
