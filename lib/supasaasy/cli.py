@@ -322,7 +322,9 @@ def config_check(config: ConfigPath = None) -> None:
 
     settings = _settings(config)
     failed = False
-    table = Table("app", "connector", "resources", "webhook secret", "check")
+    # The webhook column only when an app takes webhooks.
+    webhooks = any(a.config.get("webhook_secret_env") for a in settings.apps)
+    table = Table("app", "connector", "resources", *["webhook secret"] * webhooks, "check")
     for app_config in settings.apps:
         webhook = "-"
         try:
@@ -335,7 +337,8 @@ def config_check(config: ConfigPath = None) -> None:
         except ConfigError as exc:
             failed, verdict = True, f"[red]{exc}[/]"
         resources = ", ".join(app_config.resources or ["all"])
-        table.add_row(app_config.app_key, app_config.connector, resources, webhook, verdict)
+        table.add_row(app_config.app_key, app_config.connector, resources,
+                      *[webhook] * webhooks, verdict)  # fmt: skip
     console.print(table)
     for schedule in settings.sync_schedules:
         console.print(f"schedule: {schedule.app_key} {schedule.mode} at '{schedule.cron}'")
