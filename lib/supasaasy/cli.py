@@ -13,7 +13,7 @@ import importlib.util
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Any, cast
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -391,28 +391,18 @@ def webhooks_log(
 ) -> None:
     """The latest events the webhook function received, newest first (requests it
     refused are not logged)."""
-    import httpx
-    from postgrest import APIError
-
-    from .db import translate
-
-    query = _database(supabase_url, service_key).rest.table("webhook_logs").select("*")
-    if app_key:
-        query = query.eq("app_key", app_key)
     try:
-        rows = cast(list[dict[str, Any]], query.order("id", desc=True).limit(limit).execute().data)
-    except APIError as exc:
-        raise _fail(translate(exc)) from None
-    except httpx.HTTPError as exc:
-        raise _fail(SupasaasyError(f"cannot reach the database API: {exc}")) from None
+        entries = _database(supabase_url, service_key).webhook_log(app_key, limit)
+    except SupasaasyError as exc:
+        raise _fail(exc) from None
     table = Table("received", "app", "event", "type", "outcome", "detail")
     colours = {"applied": "green", "ignored": "white", "failed": "red", "verification": "yellow"}
-    for row in rows:
-        outcome = row["outcome"]
-        detail = row["error"] or ", ".join(f"{k} {v}" for k, v in (row["detail"] or {}).items())
-        table.add_row(row["received_at"][:19].replace("T", " "), row["app_key"],
-                      row["event_id"] or "", row["event_type"] or "",
-                      f"[{colours.get(outcome, 'white')}]{outcome}[/]", escape(detail))  # fmt: skip
+    for entry in entries:
+        detail = entry.error or ", ".join(f"{k} {v}" for k, v in (entry.detail or {}).items())
+        table.add_row(entry.received_at.isoformat(sep=" ", timespec="seconds"), entry.app_key,
+                      entry.event_id or "", entry.event_type or "",
+                      f"[{colours.get(entry.outcome, 'white')}]{entry.outcome}[/]",
+                      escape(detail))  # fmt: skip
     console.print(table)
 
 

@@ -45,6 +45,7 @@ from .models import (
     SyncState,
     SyncTask,
     TaskStatusName,
+    WebhookLogEntry,
     WriteBatch,
 )
 
@@ -223,6 +224,23 @@ class Database:
             error = answer if isinstance(answer, dict) else {
                 "message": response.reason_phrase, "code": str(response.status_code)}  # fmt: skip
             raise APIError(error)
+
+    # -- webhooks ------------------------------------------------------------
+
+    def apply_webhook_event(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        """`apply_webhook_event`: the log row and a verified event's rows, deletions and
+        child sets in one transaction; `{"duplicate": true}` for an event id already
+        applied (or ignored) for the app, which then changes nothing."""
+        answer = self._rpc_large("apply_webhook_event", body)
+        return dict(answer) if isinstance(answer, dict) else {}
+
+    def webhook_log(self, app_key: str | None = None, limit: int = 20) -> list[WebhookLogEntry]:
+        """The latest verified webhook events, newest first."""
+        query = self.rest.table("webhook_logs").select("*").order("id", desc=True)
+        if app_key:
+            query = query.eq("app_key", app_key)
+        with _translated():
+            return _models(WebhookLogEntry, query.limit(limit).execute().data)
 
     # -- jobs ----------------------------------------------------------------
 

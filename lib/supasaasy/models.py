@@ -97,6 +97,20 @@ class SyncState(_Row):
     last_sync_metadata: dict[str, Any] = Field(default_factory=dict)
 
 
+class WebhookLogEntry(_Row):
+    """One verified webhook event: applied, ignored, verification (Notion's set-up
+    request, its token in `detail`) or failed (see `error`)."""
+
+    id: int
+    app_key: str
+    event_id: str | None = None
+    event_type: str | None = None
+    outcome: Literal["applied", "ignored", "verification", "failed"]
+    error: str | None = None
+    detail: dict[str, Any] | None = None
+    received_at: datetime
+
+
 class BatchRow(TypedDict):
     collection_key: str
     external_id: str

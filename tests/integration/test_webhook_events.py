@@ -21,11 +21,9 @@ Pg = psycopg.Connection[tuple[object, ...]]
 
 
 def apply(db: Database, app_key: str, event_id: str, **body: Any) -> dict[str, Any]:
-    answer: dict[str, Any] = db._rpc_large(
-        "apply_webhook_event",
-        {"app_key": app_key, "event_id": event_id, "event_type": "thing.updated", **body},
+    return db.apply_webhook_event(
+        {"app_key": app_key, "event_id": event_id, "event_type": "thing.updated", **body}
     )
-    return answer
 
 
 def row(collection: str, external_id: str, at: datetime, **payload: Any) -> dict[str, Any]:

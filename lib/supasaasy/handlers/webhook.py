@@ -74,12 +74,6 @@ class _OneAtATime(RateLimiter):
             time.sleep(wait)
 
 
-def apply_event(db: Database, body: dict[str, Any]) -> dict[str, Any]:
-    """`supasaasy.apply_webhook_event`: the log row and the event's changes, atomically."""
-    answer: dict[str, Any] = db._rpc_large("apply_webhook_event", body)
-    return answer
-
-
 def event_body(app: AppConfig, connector: Connector, found: WebhookEvent) -> dict[str, Any]:
     """What apply_webhook_event takes for a verified event."""
     body: dict[str, Any] = {
@@ -129,9 +123,10 @@ def create_webhook_handler(config: Settings, *, runtime: Runtime | None = None) 
     def record_failure(app: AppConfig, event: dict[str, Any], error: str) -> None:
         """A failed event in the log, if the database can take it."""
         with contextlib.suppress(DatabaseError):
-            apply_event(rt.db, {"app_key": app.app_key, "event_id": str(event.get("id"))[:200],
-                                "event_type": str(event.get("type") or event.get("topic"))[:200],
-                                "outcome": "failed", "error": error[:1000]})  # fmt: skip
+            rt.db.apply_webhook_event({
+                "app_key": app.app_key, "event_id": str(event.get("id"))[:200],
+                "event_type": str(event.get("type") or event.get("topic"))[:200],
+                "outcome": "failed", "error": error[:1000]})  # fmt: skip
 
     def verification(app: AppConfig, variable: str, token: str) -> flask.Response:
         # The token is the signing secret: the log redacts it when it is shaped like one
@@ -139,9 +134,9 @@ def create_webhook_handler(config: Settings, *, runtime: Runtime | None = None) 
         log.warning("webhook for %s: Notion's verification request, verification_token %s:"
                     " set %s to it (`supasaasy webhooks log --app %s` shows it), then verify"
                     " the subscription", app.app_key, token, variable, app.app_key)  # fmt: skip
-        apply_event(rt.db, {"app_key": app.app_key, "event_type": "verification",
-                            "outcome": "verification",
-                            "detail": {"verification_token": token}})  # fmt: skip
+        rt.db.apply_webhook_event({"app_key": app.app_key, "event_type": "verification",
+                                   "outcome": "verification",
+                                   "detail": {"verification_token": token}})  # fmt: skip
         return json_response({"success": True, "app_key": app.app_key, "outcome": "verification",
                               "message": f"token received: set {variable} to it (see the"
                                          " function's log or the webhook log)"})  # fmt: skip
@@ -186,7 +181,7 @@ def create_webhook_handler(config: Settings, *, runtime: Runtime | None = None) 
                                  " retry later") from None  # fmt: skip
         changes = event_body(app, connector, found)
         try:
-            result = apply_event(rt.db, changes)
+            result = rt.db.apply_webhook_event(changes)
         except DatabaseUnavailableError:
             raise
         except InvalidInputError as exc:
