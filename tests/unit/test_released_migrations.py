@@ -1,0 +1,45 @@
+"""Released migrations are never edited: a database that applied one has recorded its
+version and will never run it again, so a change to it would reach new databases only.
+A change to the schema is a new migration. When a release ships new migrations, add
+them here."""
+
+from __future__ import annotations
+
+import hashlib
+
+from supasaasy.migrations import package_migrations
+
+# The first 32 hex digits of each released file's SHA-256, and its name.
+RELEASED = dict(
+    line.split()[::-1]
+    for line in """
+30cc7275bf92c64bea9cadaea7b7777a  20261202000200_supasaasy_adopt_original.sql
+9866d9dc02798a0ad5ad374e3a61eb79  20261202000300_supasaasy_core.sql
+9039662fb42135f27f0965736b74a798  20261202000400_stripe_views.sql
+3208ccb30b11ff98b85894b9eb0e9c18  20261202000500_intercom_views.sql
+2f5d46c2aaec8241f7c3863e41475779  20261202000600_notion_views.sql
+3fdd815a76ca3213c1a5136bd4020ab0  20261202000700_supasaasy_readers.sql
+a30ca45060787fd6bc7b00ba6196bf81  20261202000800_supasaasy_import_original.sql
+31d32a7c7a8f3e67bc7f8377f28c04a3  20261202000900_supasaasy_webhooks.sql
+""".strip().splitlines()
+)
+
+
+def test_released_migrations_are_unchanged() -> None:
+    shipped = {
+        m.file_name: hashlib.sha256(m.sql.encode()).hexdigest()[:32] for m in package_migrations()
+    }
+    for name, digest in RELEASED.items():
+        assert name in shipped, f"{name} was released: it must keep shipping"
+        assert shipped[name] == digest, (
+            f"{name} was released: add a migration instead of editing it"
+        )
+
+
+def test_new_migrations_come_after_the_released_ones() -> None:
+    latest = max(RELEASED)
+    for migration in package_migrations():
+        if migration.file_name not in RELEASED:
+            assert migration.file_name > latest, (
+                f"{migration.file_name} sorts before a released one"
+            )
