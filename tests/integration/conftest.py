@@ -10,7 +10,7 @@ import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psycopg
@@ -19,6 +19,7 @@ import pytest
 from supasaasy.db import Database
 from supasaasy.devstack import LocalStack, StackInfo, StackSettings
 from supasaasy.devstack.keys import new_jwt_secret
+from supasaasy.devstack.migrations import bootstrap
 from supasaasy.devstack.processes import free_port
 
 
@@ -66,3 +67,24 @@ def pg(stack: StackInfo) -> Iterator[psycopg.Connection[tuple[object, ...]]]:
 def app_key() -> str:
     """An app of this test's own, so the one-active-job rule never spans tests."""
     return f"app_{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture(scope="module")
+def new_database(stack: StackInfo) -> Iterator[Callable[[], str]]:
+    """Makes fresh databases in the stack's cluster holding only what a new Supabase
+    project has; dropped when the module ends."""
+    made: list[str] = []
+
+    def make() -> str:
+        name = f"fresh_{uuid.uuid4().hex[:12]}"
+        with psycopg.connect(stack.database_url, autocommit=True) as conn:
+            conn.execute(f"create database {name}")
+        made.append(name)
+        url = f"{stack.database_url.rsplit('/', 1)[0]}/{name}"
+        bootstrap(url, None)
+        return url
+
+    yield make
+    with psycopg.connect(stack.database_url, autocommit=True) as conn:
+        for name in made:
+            conn.execute(f"drop database if exists {name} with (force)")

@@ -34,7 +34,6 @@ from catalog import describe, difference
 
 from supasaasy.devstack import StackInfo
 from supasaasy.devstack.localstripe import running_localstripe
-from supasaasy.devstack.migrations import bootstrap
 from supasaasy.devstack.processes import free_port, stop, wait_until
 from supasaasy.devstack.seed import SeedSummary, seed_stripe
 from supasaasy.migrations import package_migrations
@@ -186,27 +185,6 @@ def project(workdir: Path, cli: Venv) -> Project:
     path.mkdir()
     output = ok([cli.bin / "supasaasy", "init"], cwd=path, env=outside_env())
     return Project(path, output)
-
-
-@pytest.fixture(scope="module")
-def new_database(stack: StackInfo) -> Iterator[Callable[[], str]]:
-    """Makes fresh databases in the stack's cluster holding what a new Supabase project
-    has; dropped at the end."""
-    made: list[str] = []
-
-    def make() -> str:
-        name = f"install_{uuid.uuid4().hex[:10]}"
-        with psycopg.connect(stack.database_url, autocommit=True) as conn:
-            conn.execute(f"create database {name}")
-        made.append(name)
-        url = f"{stack.database_url.rsplit('/', 1)[0]}/{name}"
-        bootstrap(url, None)
-        return url
-
-    yield make
-    with psycopg.connect(stack.database_url, autocommit=True) as conn:
-        for name in made:
-            conn.execute(f"drop database if exists {name} with (force)")
 
 
 def test_the_installed_package_is_the_wheel_not_the_checkout(cli: Venv, project: Project) -> None:

@@ -4,38 +4,15 @@ applied, on a database that has only what a new Supabase project has."""
 from __future__ import annotations
 
 import threading
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import psycopg
-import pytest
 from catalog import describe, difference
 from typer.testing import CliRunner
 
 from supasaasy.cli import app
 from supasaasy.devstack import StackInfo
-from supasaasy.devstack.migrations import bootstrap
 from supasaasy.migrations import BASELINE, PRE_RELEASE, apply_migrations, package_migrations
-
-
-@pytest.fixture
-def new_database(stack: StackInfo) -> Iterator[Callable[[], str]]:
-    """Makes fresh databases in the stack's cluster, as a new Supabase project has them."""
-    made: list[str] = []
-
-    def make() -> str:
-        name = f"fresh_{uuid.uuid4().hex[:10]}"
-        with psycopg.connect(stack.database_url, autocommit=True) as conn:
-            conn.execute(f"create database {name}")
-        made.append(name)
-        url = f"{stack.database_url.rsplit('/', 1)[0]}/{name}"
-        bootstrap(url, None)
-        return url
-
-    yield make
-    with psycopg.connect(stack.database_url, autocommit=True) as conn:
-        for name in made:
-            conn.execute(f"drop database if exists {name} with (force)")
 
 
 def _migrate(url: str) -> tuple[int, str]:

@@ -8,20 +8,16 @@ has (the local stack's bootstrap), then, for an upgrade, the original's schema a
 from __future__ import annotations
 
 import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import psycopg
-import pytest
 from catalog import describe, difference
 from typer.testing import CliRunner
 
 from supasaasy.cli import app
-from supasaasy.devstack import StackInfo
-from supasaasy.devstack.migrations import bootstrap
 from supasaasy.migrations import package_migrations
 
 FIXTURE = Path(__file__).parent / "fixtures" / "original_schema.sql"
@@ -39,26 +35,6 @@ SCHEMAS = "select nspname from pg_namespace order by 1"
 CALLS = "select count(*) from extensions.http_post_calls"
 
 Rows = list[tuple[Any, ...]]
-
-
-@pytest.fixture(scope="module")
-def new_database(stack: StackInfo) -> Iterator[Callable[[], str]]:
-    """Makes fresh databases holding what a new Supabase project has; dropped at the end."""
-    made: list[str] = []
-
-    def make() -> str:
-        name = f"upgrade_{uuid.uuid4().hex[:10]}"
-        with psycopg.connect(stack.database_url, autocommit=True) as conn:
-            conn.execute(f"create database {name}")
-        made.append(name)
-        url = f"{stack.database_url.rsplit('/', 1)[0]}/{name}"
-        bootstrap(url, None)
-        return url
-
-    yield make
-    with psycopg.connect(stack.database_url, autocommit=True) as conn:
-        for name in made:
-            conn.execute(f"drop database if exists {name} with (force)")
 
 
 def rows(url: str, query: str, *params: object) -> Rows:
