@@ -14,6 +14,7 @@ from functools import partial
 from pathlib import Path
 
 from ..migrations import apply_migrations
+from ..scaffold import FUNCTIONS
 from .keys import new_jwt_secret, sign_role_key
 from .migrations import bootstrap
 from .postgres import EmbeddedPostgres, can_connect
@@ -28,8 +29,6 @@ from .processes import (
 )
 
 POSTGREST_BIN_ENV = "SUPASAASY_POSTGREST_BIN"
-# functions/<name>/main.py and the functions-framework target each exposes.
-FUNCTIONS = {"sync": "sync", "worker": "worker", "job-status": "job_status", "webhook": "webhook"}
 
 
 @dataclass
@@ -247,7 +246,7 @@ class LocalStack:
             **s.function_env,
         }
         routes = {}
-        for name, target in FUNCTIONS.items():
+        for name, (target, _factory) in FUNCTIONS.items():
             source = s.project_dir / "functions" / name / "main.py"
             if not source.exists():
                 raise StackError(f"function source not found: {source}")
