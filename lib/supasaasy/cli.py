@@ -22,7 +22,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from .client import FunctionError, FunctionsClient
-from .config import ConfigFileError, Settings, load_settings
+from .config import CONFIG_ENV, ConfigFileError, Settings, load_settings
 from .db import Database
 from .errors import SupasaasyError
 
@@ -458,11 +458,21 @@ def migrate(
         for path, outcome in done:
             console.print(f"{outcome:>9}  {path}")
         return
-    settings = _settings(config) if schedules else None
+    # Schedules need the configuration, and (to apply them) where the functions are.
+    configured = config is not None or bool(os.environ.get(CONFIG_ENV)) or any(
+        p.is_file() for p in DEFAULT_CONFIGS)  # fmt: skip
+    settings = _settings(config) if schedules and configured and (url or not apply) else None
+    skipped = None
+    if schedules and settings is None:
+        skipped = "no configuration (supasaasy.toml)"
+        if configured:
+            skipped = "no functions URL: pass --functions-url or set SUPASAASY_FUNCTIONS_URL"
     if not apply:
         sys.stdout.write(migration_script())
         if settings is not None:
             sys.stdout.write(schedule_sql(settings, url or "https://<functions-host>"))
+        elif skipped:
+            sys.stdout.write(f"\n-- schedules: skipped ({skipped})\n")
         return
     database = _need(db_url or _env("DATABASE_URL"), "the database URL", "DATABASE_URL")
     try:
@@ -471,9 +481,8 @@ def migrate(
         raise _fail(exc) from None
     for line in report:
         console.print(line)
-    if settings is not None and url is None:
-        console.print("schedules: skipped (no functions URL: pass --functions-url or set "
-                      "SUPASAASY_FUNCTIONS_URL)")  # fmt: skip
+    if skipped:
+        console.print(f"schedules: skipped ({skipped})")
 
 
 @app.command("cloud-scheduler")

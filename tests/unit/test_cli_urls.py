@@ -72,3 +72,10 @@ def test_migrate_apply_without_a_functions_url_skips_the_schedules(
     assert result.exit_code == 0, result.output
     assert applied[0][0] == "postgresql://x/y" and applied[0][2] is None
     assert "schedules: skipped (no functions URL" in result.output
+
+
+def test_migrate_needs_no_configuration_for_the_schema_alone(project: Path) -> None:
+    printed = CliRunner().invoke(app, ["migrate"], terminal_width=300)
+    assert printed.exit_code == 0, printed.output
+    assert "create table supasaasy.entities" in printed.output
+    assert "schedules: skipped (no configuration" in printed.output
