@@ -74,7 +74,7 @@ from ..base import (
     secret_from_env,
 )
 from ..http import ProviderClient, RetryPolicy
-from ..paging import CursorTrail
+from ..paginators import BodyCursorPaginator, ScrollPaginator, paginate
 
 log = logging.getLogger("supasaasy.connectors.intercom")
 
@@ -234,38 +234,31 @@ class IntercomConnector(Connector):
             yield self._page("admin", _objects(body, "admins", "GET /admins"), None)
             return
         path, key = LISTS[resource_type]
-        trail = CursorTrail(f"Intercom GET {path}", cursor)
-        while True:
-            params: dict[str, Any] = {"per_page": self.settings.page_size}
-            if cursor:
-                params["starting_after"] = cursor
-            body = self.http.get_json(path, params)
-            objects = _objects(body, key, f"GET {path}")
-            # An empty page that names a next one is followed, never taken as the end.
-            cursor = _next_cursor(body)
-            if cursor is not None:
-                trail.advance(cursor)
-            yield self._page(resource_type, objects, cursor)
-            if cursor is None:
-                return
+        for objects, after in paginate(
+            lambda params: self.http.get_json(path, params),
+            {"per_page": self.settings.page_size},
+            _cursor_paginator(f"Intercom GET {path}", cursor, "starting_after"),
+            lambda body: _objects(body, key, f"GET {path}"),
+        ):
+            yield self._page(resource_type, objects, after)
 
     def _companies(self, cursor: str | None) -> Iterator[Page]:
         """The company scroll, from its beginning whatever the cursor: Intercom cannot
         continue a scroll from a given point, and pages prefetched past the last one
         written would be skipped. Rows written before a restart stay seen by the task,
         and the new scroll reads and marks them again."""
-        page_number = _scroll_page_number(cursor)
+        scroll = ScrollPaginator(
+            "Intercom GET /companies/scroll", cursor, param="scroll_param", prefix=SCROLL_MARK,
+            noun="companies",
+        )  # fmt: skip
         if cursor is not None:
             log.info("%s company: a scroll cannot resume; starting a new one", self.app.app_key)
         starts = 0
         while True:
             starts += 1
             try:
-                for companies, more in self._scroll():
-                    page_number += 1
-                    yield self._page(
-                        "company", companies, f"{SCROLL_MARK}{page_number}" if more else None
-                    )
+                for companies, after in paginate(self._scroll_request, {}, scroll, _scrolled):
+                    yield self._page("company", companies, after)
                 return
             except _ScrollRequestFailed as failed:
                 exc = failed.error
@@ -285,32 +278,16 @@ class IntercomConnector(Connector):
                 if busy:
                     self._wait_for_open_scroll(exc)
                 log.warning("%s company: %s; starting the scroll again", self.app.app_key, exc)
+                scroll.restart()
 
-    def _scroll(self) -> Iterator[tuple[list[dict[str, Any]], bool]]:
-        """One scroll from its start: (companies, whether more follow) per page. Its
-        requests are never retried but for a 429: the scroll_param names the scroll, not
-        a place in it, so a request whose answer was lost may already have moved it on."""
-        scroll: str | None = None
-        while True:
-            params = {"scroll_param": scroll} if scroll else None
-            try:
-                body = self.http.get_json("/companies/scroll", params, once=True)
-            except ProviderError as exc:
-                raise _ScrollRequestFailed(exc) from exc
-            # The scroll's end is an empty page (some versions leave `data` out there).
-            data = body.get("data")
-            companies = _objects(body, "data", "GET /companies/scroll") if data is not None else []
-            if not companies:
-                yield companies, False
-                return
-            next_scroll = body.get("scroll_param")
-            if not isinstance(next_scroll, str) or not next_scroll:
-                raise ProviderError(
-                    "Intercom GET /companies/scroll returned companies without a scroll_param:"
-                    " the scroll cannot go on and is not complete"
-                )
-            scroll = next_scroll
-            yield companies, True
+    def _scroll_request(self, params: dict[str, Any]) -> dict[str, Any]:
+        """One scroll page. Never retried but for a 429: the scroll_param names the
+        scroll, not a place in it, so a request whose answer was lost may already have
+        moved it on."""
+        try:
+            return self.http.get_json("/companies/scroll", params or None, once=True)
+        except ProviderError as exc:
+            raise _ScrollRequestFailed(exc) from exc
 
     def _wait_for_open_scroll(self, exc: ProviderError) -> None:
         """Wait for another open scroll to end or expire, within the time budget."""
@@ -332,24 +309,19 @@ class IntercomConnector(Connector):
         path, key = SEARCHES[resource_type]
         query = {"field": "updated_at", "operator": ">",
                  "value": self._updated_after(resource_type, since)}  # fmt: skip
-        trail = CursorTrail(f"Intercom POST {path}", cursor)
-        while True:
-            pagination: dict[str, Any] = {"per_page": self.settings.page_size}
-            if cursor:
-                pagination["starting_after"] = cursor
-            body = self.http.post_json(path, {
-                "query": query,
-                "pagination": pagination,
-                # Newest first, as the writer expects of a change feed.
-                "sort": {"field": "updated_at", "order": "descending"},
-            })  # fmt: skip
-            objects = _objects(body, key, f"POST {path}")
-            cursor = _next_cursor(body)
-            if cursor is not None:
-                trail.advance(cursor)
-            yield self._page(resource_type, objects, cursor, incremental=True)
-            if cursor is None:
-                return
+        request = {
+            "query": query,
+            "pagination": {"per_page": self.settings.page_size},
+            # Newest first, as the writer expects of a change feed.
+            "sort": {"field": "updated_at", "order": "descending"},
+        }
+        for objects, after in paginate(
+            lambda sent: self.http.post_json(path, sent),
+            request,
+            _cursor_paginator(f"Intercom POST {path}", cursor, ("pagination", "starting_after")),
+            lambda body: _objects(body, key, f"POST {path}"),
+        ):
+            yield self._page(resource_type, objects, after, incremental=True)
 
     def _updated_after(self, resource_type: str, since: datetime) -> int:
         """The `updated_at >` value that finds every change from `since` on."""
@@ -543,12 +515,6 @@ class _ScrollRequestFailed(Exception):
         self.error = error
 
 
-def _scroll_page_number(cursor: str | None) -> int:
-    """The page number in a company cursor (0 for none or an older cursor's form)."""
-    number = cursor.removeprefix(SCROLL_MARK) if cursor else ""
-    return int(number) if cursor and cursor.startswith(SCROLL_MARK) and number.isdigit() else 0
-
-
 def _scroll_exists(exc: ProviderError) -> bool:
     """Intercom's 400 `scroll_exists`: the app has a scroll open already."""
     return exc.status == 400 and "(scroll_exists)" in str(exc)
@@ -560,9 +526,20 @@ def _restarts_scroll(exc: ProviderError) -> bool:
     return exc.status is None or exc.status == 404 or exc.status >= 500
 
 
-def _next_cursor(body: dict[str, Any]) -> str | None:
-    """`pages.next.starting_after`, or None on the last page."""
-    pages = body.get("pages")
-    following = pages.get("next") if isinstance(pages, dict) else None
-    after = following.get("starting_after") if isinstance(following, dict) else None
-    return after if isinstance(after, str) and after else None
+def _cursor_paginator(
+    where: str, cursor: str | None, param: str | tuple[str, ...]
+) -> BodyCursorPaginator:
+    """Intercom's cursor paging: `pages.next.starting_after`, absent on the last page. An
+    empty page that names a next one is followed, never taken as the end."""
+    return BodyCursorPaginator(
+        where, cursor, param=param, next_path=("pages", "next", "starting_after"),
+        empty_with_more="follow",
+    )  # fmt: skip
+
+
+def _scrolled(body: dict[str, Any]) -> list[dict[str, Any]]:
+    """A scroll page's companies; the scroll's end is an empty page (some versions leave
+    `data` out there)."""
+    if body.get("data") is None:
+        return []
+    return _objects(body, "data", "GET /companies/scroll")

@@ -58,7 +58,7 @@ from ..base import (
     secret_from_env,
 )
 from ..http import ProviderClient, RetryPolicy
-from ..paging import CursorTrail
+from ..paginators import BodyCursorPaginator, paginate
 
 log = logging.getLogger("supasaasy.notion")
 
@@ -368,15 +368,13 @@ class NotionConnector(Connector):
             "page_size": self.settings.page_size,
         }
         try:
-            for objects, after in self._list(
-                "POST", "/v1/search", request, cursor.removeprefix(TRASH) or None
-            ):
+            for objects, after in self._list("POST", "/v1/search", request, cursor, TRASH):
                 found = [o for o in objects if o.get("object") == kind]
                 recent = [o for o in found if _timestamp(o, "last_edited_time") >= floor]
                 if after is None or len(recent) < len(found):  # the rest are older
                     yield recent, None
                     return
-                yield recent, TRASH + after
+                yield recent, after
         except ProviderError as exc:
             if exc.status != 400:
                 raise
@@ -479,22 +477,18 @@ class NotionConnector(Connector):
         path: str,
         request: dict[str, Any],
         cursor: str | None,
+        prefix: str = "",
     ) -> Iterator[tuple[list[dict[str, Any]], str | None]]:
-        """(objects, cursor after them or None at the end) for each page of a list."""
-        trail = CursorTrail(f"Notion {method} {path}", cursor)
-        while True:
-            sent = {**request, "start_cursor": cursor} if cursor else request
-            if method == "GET":
-                body = self.http.get_json(path, sent)
-            else:
-                body = self.http.post_json(path, sent)
-            # An empty page with a next cursor is followed (filtered queries return them).
-            objects, cursor = _list_page(body, f"{method} {path}")
-            if cursor is not None:
-                trail.advance(cursor)
-            yield objects, cursor
-            if cursor is None:
-                return
+        """(objects, cursor after them or None at the end) for each page of a list; the
+        cursors are `prefix` and Notion's. An empty page with a next cursor is followed
+        (filtered queries return them)."""
+        where = f"{method} {path}"
+        fetch = self.http.get_json if method == "GET" else self.http.post_json
+        pages = BodyCursorPaginator(f"Notion {where}", cursor, param="start_cursor",
+                                    next_path=("next_cursor",), has_more="has_more",
+                                    empty_with_more="follow", prefix=prefix)  # fmt: skip
+        return paginate(lambda sent: fetch(path, sent), request, pages,
+                        lambda body: _list_objects(body, where))  # fmt: skip
 
     def _edited_floor(self, since: datetime) -> datetime:
         """The oldest edit time an incremental sync from `since` reads: the watermark less
@@ -507,12 +501,12 @@ class NotionConnector(Connector):
         return sync_from is not None and _timestamp(obj, "created_time") < sync_from
 
 
-def _list_page(body: dict[str, Any], where: str) -> tuple[list[dict[str, Any]], str | None]:
-    results, has_more, after = body.get("results"), body.get("has_more"), body.get("next_cursor")
+def _list_objects(body: dict[str, Any], where: str) -> list[dict[str, Any]]:
+    """A list page's objects, each with an id; a page that is not a list, or whose
+    results are incomplete, fails."""
+    results, has_more = body.get("results"), body.get("has_more")
     if not isinstance(results, list) or not isinstance(has_more, bool):
         raise ProviderError(f"Notion {where} returned a page without results/has_more")
-    if has_more and not (isinstance(after, str) and after):
-        raise ProviderError(f"Notion {where} returned has_more without a next_cursor")
     status = body.get("request_status")
     if isinstance(status, dict) and status.get("type") == "incomplete":
         # What was not listed would pass for deleted (or unchanged): fail instead.
@@ -525,7 +519,7 @@ def _list_page(body: dict[str, Any], where: str) -> tuple[list[dict[str, Any]], 
                 f"Notion returned a malformed object (no id) at position {position} "
                 f"of a page of {where}"
             )
-    return results, after if has_more else None
+    return results
 
 
 def _timestamp(obj: dict[str, Any], field: str) -> datetime:

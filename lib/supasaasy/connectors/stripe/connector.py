@@ -40,7 +40,7 @@ from ..base import (
     secret_from_env,
 )
 from ..http import ProviderClient, RetryPolicy
-from ..paging import CursorTrail, more_without_objects
+from ..paginators import StartingAfterPaginator, paginate
 
 API_VERSION = "2025-02-24.acacia"
 EVENTS_RETENTION_SECONDS = 30 * 24 * 3600
@@ -170,9 +170,8 @@ class StripeConnector(Connector):
         }
         if self.app.sync_from is not None:
             params["created[gte]"] = int(self.app.sync_from.timestamp())
-        for body in self._pages(path, params, cursor):
-            objects = _objects(body, path)
-            page = Page(cursor=objects[-1]["id"] if body["has_more"] and objects else None)
+        for objects, after in self._pages(path, params, cursor):
+            page = Page(cursor=after)
             for obj in objects:
                 self._add(page, resource_type, obj)
             yield page
@@ -187,9 +186,8 @@ class StripeConnector(Connector):
         for i, event_type in enumerate(EVENT_TYPES[resource_type]):
             params[f"types[{i}]"] = event_type
         handled: set[str] = set()
-        for body in self._pages("/v1/events", params, cursor):
-            events = _objects(body, "/v1/events")
-            page = Page(cursor=events[-1]["id"] if body["has_more"] and events else None)
+        for events, after in self._pages("/v1/events", params, cursor):
+            page = Page(cursor=after)
             for event in events:
                 obj = _event_object(event)
                 if obj["id"] in handled:  # newest first: an older state of a done object
@@ -263,22 +261,16 @@ class StripeConnector(Connector):
 
     def _pages(
         self, path: str, params: dict[str, Any], cursor: str | None
-    ) -> Iterator[dict[str, Any]]:
-        """Each list page of `path`, starting after `cursor`. A page without objects that
-        says more follow, or a cursor that comes back, fails (ProviderError)."""
-        trail = CursorTrail(f"Stripe GET {path}", cursor)
-        while True:
-            query = {**params, "starting_after": cursor} if cursor else params
-            body = self.http.get_json(path, query)
-            if not isinstance(body.get("data"), list) or not isinstance(body.get("has_more"), bool):
-                raise ProviderError(f"Stripe GET {path} returned a page without data/has_more")
-            objects = _objects(body, path)
-            if body["has_more"] and not objects:
-                raise more_without_objects(f"Stripe GET {path}")
-            cursor = trail.advance(objects[-1]["id"]) if body["has_more"] else None
-            yield body
-            if cursor is None:
-                return
+    ) -> Iterator[tuple[list[dict[str, Any]], str | None]]:
+        """(objects, cursor after them or None at the end) for each list page of `path`,
+        starting after `cursor`. A page without objects that says more follow, or a
+        cursor that comes back, fails (ProviderError)."""
+        return paginate(
+            lambda query: self.http.get_json(path, query),
+            params,
+            StartingAfterPaginator(f"Stripe GET {path}", cursor),
+            lambda body: _objects(body, path),
+        )
 
     def _add(
         self,
@@ -325,7 +317,7 @@ class StripeConnector(Connector):
             return _checked(embedded["data"], f"the items of {subscription['id']}")
         path = "/v1/subscription_items"
         params = {"subscription": subscription["id"], "limit": 100}
-        return [item for body in self._pages(path, params, None) for item in _objects(body, path)]
+        return [item for items, _ in self._pages(path, params, None) for item in items]
 
 
 def _checked(objects: list[Any], where: str) -> list[dict[str, Any]]:
@@ -338,6 +330,8 @@ def _checked(objects: list[Any], where: str) -> list[dict[str, Any]]:
 
 
 def _objects(body: dict[str, Any], path: str) -> list[dict[str, Any]]:
+    if not isinstance(body.get("data"), list) or not isinstance(body.get("has_more"), bool):
+        raise ProviderError(f"Stripe GET {path} returned a page without data/has_more")
     return _checked(body["data"], f"a page of {path}")
 
 
