@@ -8,18 +8,10 @@ from typing import Any
 
 import httpx
 
+from .errors import FunctionError as FunctionError
 from .errors import SupasaasyError
 
 FINISHED = ("completed", "failed", "cancelled")
-
-
-class FunctionError(SupasaasyError):
-    """A function answered with an error status; `body` is its JSON answer."""
-
-    def __init__(self, status: int, message: str, body: dict[str, Any]) -> None:
-        super().__init__(f"{status}: {message}")
-        self.status = status
-        self.body = body
 
 
 class FunctionsClient:

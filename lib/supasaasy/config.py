@@ -39,15 +39,11 @@ from pydantic import (
     model_validator,
 )
 
-from .errors import SupasaasyError
+from .errors import ConfigFileError as ConfigFileError
 
 APP_KEY_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 CONFIG_ENV = "SUPASAASY_CONFIG"
 _ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-
-
-class ConfigFileError(SupasaasyError):
-    """The configuration file is missing or invalid; the message names the field."""
 
 
 class _Strict(BaseModel):

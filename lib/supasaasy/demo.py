@@ -33,6 +33,7 @@ from .devstack import LocalStack, StackError, StackInfo, StackSettings
 from .devstack.localstripe import register_webhook, running_localstripe
 from .devstack.processes import free_port
 from .devstack.seed import SeedSummary, seed_stripe
+from .errors import DemoError as DemoError
 from .errors import SupasaasyError
 
 APP = "stripe_local"
@@ -41,10 +42,6 @@ WEBHOOK_SECRET = "whsec_" + secrets.token_hex(16)
 COLLECTIONS = ("stripe_customer", "stripe_product", "stripe_price", "stripe_plan",
                "stripe_subscription", "stripe_subscription_item")  # fmt: skip
 console = Console()
-
-
-class DemoError(SupasaasyError):
-    """A step failed; the message says what to do."""
 
 
 @contextlib.contextmanager

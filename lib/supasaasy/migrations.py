@@ -18,7 +18,7 @@ from typing import Any
 
 import psycopg
 
-from .errors import SupasaasyError
+from .errors import MigrationError as MigrationError
 
 _FILE_NAME = re.compile(r"^(\d{14})_([a-z0-9_]+)\.sql$")
 
@@ -29,10 +29,6 @@ PRE_RELEASE = ("20261129000100", "20261129000200", "20261129000300", "2026112900
 BASELINE = ("20261202000300", "20261202000400", "20261202000500", "20261202000600")
 # Held while migrations are applied, so that two runs at once apply each one once.
 _LOCK_KEY = 0x5375706153615353
-
-
-class MigrationError(SupasaasyError):
-    """A migration could not be applied."""
 
 
 @dataclass(frozen=True)

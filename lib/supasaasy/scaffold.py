@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from importlib import metadata, resources
 from pathlib import Path
 
-from .errors import SupasaasyError
+from .errors import ScaffoldError as ScaffoldError
 from .migrations import package_migrations
 
 # Function folder -> (the functions-framework target its main.py exposes, its factory).
@@ -36,10 +36,6 @@ from supasaasy.handlers import {factory}
 {target} = {factory}(function_settings(__file__))
 gc.freeze()  # start-up objects live as long as the process: out of every later GC pass
 '''
-
-
-class ScaffoldError(SupasaasyError):
-    """Files exist with other content; nothing was written."""
 
 
 @dataclass(frozen=True)

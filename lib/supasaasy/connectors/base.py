@@ -20,21 +20,10 @@ from typing import Any, ClassVar, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from ..config import AppConfig
-from ..errors import SupasaasyError
-from ..redact import redact
-
-
-class ConfigError(SupasaasyError):
-    """An app's configuration cannot work; the message names the app and the field."""
-
-
-class ProviderError(SupasaasyError):
-    """The provider refused or failed a request, after any retries it deserved. Anything
-    in the message shaped like a key is redacted: the message is stored and logged."""
-
-    def __init__(self, message: str, *, status: int | None = None) -> None:
-        super().__init__(redact(message))
-        self.status = status
+from ..errors import ConfigError as ConfigError
+from ..errors import ProviderError as ProviderError
+from ..errors import SignatureError as SignatureError
+from ..errors import WebhookEventError as WebhookEventError
 
 
 @dataclass(frozen=True)
@@ -132,14 +121,6 @@ class WebhookEvent:
     observed_at: datetime
     page: Page | None = None
     api_version: str | None = None
-
-
-class SignatureError(SupasaasyError):
-    """A webhook request whose signature is missing, malformed, wrong or stale."""
-
-
-class WebhookEventError(SupasaasyError):
-    """A verified webhook body that is not an event of the provider."""
 
 
 def hmac_matches(secret: str, message: bytes, signature: str, digest: str = "sha256") -> bool:

@@ -13,11 +13,9 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
+from ..errors import StackError as StackError
+
 PR_SET_PDEATHSIG = 1
-
-
-class StackError(RuntimeError):
-    """The local stack cannot start; the message says why and what to do."""
 
 
 def port_is_free(port: int, host: str = "127.0.0.1") -> bool:

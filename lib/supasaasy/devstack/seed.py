@@ -27,6 +27,8 @@ from typing import Any, TypeVar
 
 import httpx
 
+from ..errors import SeedError as SeedError
+
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -56,10 +58,6 @@ ADJECTIVES = ("Core", "Pro", "Team", "Scale", "Edge", "Cloud", "Insight", "Secur
 NOUNS = ("Analytics", "Storage", "Messaging", "Search", "Backup", "Monitoring", "Billing")
 CATEGORIES = ("platform", "add-on", "support", "usage")
 MONTHLY_AMOUNTS = (500, 900, 1500, 2900, 4900, 9900, 19900)
-
-
-class SeedError(RuntimeError):
-    """The API refused a seeding request; the message has the method, path and answer."""
 
 
 @dataclass(frozen=True)

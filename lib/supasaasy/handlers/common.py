@@ -18,23 +18,13 @@ from pydantic import BaseModel, ValidationError
 from ..config import Settings
 from ..db import Database
 from ..errors import DatabaseUnavailableError, SupasaasyError
+from ..errors import HttpError as HttpError
 
 log = logging.getLogger("supasaasy.http")
 
 MAX_BODY_BYTES = 1024 * 1024
 M = TypeVar("M", bound=BaseModel)
 Handler = Callable[[flask.Request], flask.Response]
-
-
-class HttpError(SupasaasyError):
-    """Ends a request with this status and message (and extra JSON fields)."""
-
-    def __init__(self, status: int, message: str, **extra: Any) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.extra = extra
-        self.headers: dict[str, str] = {}
 
 
 @dataclass
