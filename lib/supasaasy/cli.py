@@ -317,8 +317,9 @@ def cleanup(
 
 @config_app.command("check")
 def config_check(config: ConfigPath = None) -> None:
-    """Validate the configuration and each app's connector settings (keys present)."""
-    from .connectors import ConfigError, create_connector
+    """Validate the configuration and each app's connector settings (keys present); list
+    the connectors found (built-in, or the package whose entry point declares them)."""
+    from .connectors import ConfigError, connector_sources, create_connector, plugin_errors
 
     settings = _settings(config)
     failed = False
@@ -342,6 +343,10 @@ def config_check(config: ConfigPath = None) -> None:
     console.print(table)
     for schedule in settings.sync_schedules:
         console.print(f"schedule: {schedule.app_key} {schedule.mode} at '{schedule.cron}'")
+    for name, source in connector_sources().items():
+        console.print(f"connector: {name} ({source})")
+    for name, why in plugin_errors().items():
+        console.print(f"[yellow]connector {name} not loaded:[/] {escape(why)}")
     raise typer.Exit(1 if failed else 0)
 
 
