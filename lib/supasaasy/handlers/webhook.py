@@ -26,7 +26,7 @@ from typing import Any
 import flask
 import orjson
 
-from ..config import AppConfig, Settings
+from ..config import APP_KEY_PATTERN, AppConfig, Settings
 from ..connectors import (
     ConfigError,
     Connector,
@@ -46,7 +46,7 @@ from .common import Handler, HttpError, Runtime, json_response, read_body, serve
 
 log = logging.getLogger("supasaasy.webhook")
 
-APP_KEY = re.compile(r"[A-Za-z0-9_-]{1,64}")
+APP_KEY = re.compile(APP_KEY_PATTERN)
 
 
 def app_key_of(path: str) -> str:
