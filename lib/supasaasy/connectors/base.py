@@ -68,7 +68,9 @@ class ConnectorMetadata:
 class Record:
     """One provider object to store. `observed_at` is set for objects taken from a
     change feed (the event's time); objects of list pages are stamped with the time
-    their page was requested (see `supasaasy.sync.page_observed_at`)."""
+    their page was requested (see `supasaasy.sync.page_observed_at`). `created_at` and
+    `updated_at`: when the object was created and last changed upstream, as the provider
+    says (None where it does not); stored as `source_created_at` / `source_updated_at`."""
 
     collection_key: str
     external_id: str
@@ -76,6 +78,8 @@ class Record:
     archived: bool = False
     observed_at: datetime | None = None
     api_version: str | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
 
 
 @dataclass(frozen=True)
