@@ -190,13 +190,12 @@ class Worker:
         try:
             if app is None:
                 raise SupasaasyError(f"app {task.app_key!r} is no longer configured")
-            connector = create_connector(app)
+            key = f"provider:{app.app_key}"
+            connector = create_connector(
+                app, rate_limits=lambda rate: SharedRateLimiter(self.db, key, rate)
+            )
             secrets = connector.secrets
             connector.deadline = deadline
-            if connector.requests_per_second:
-                connector.rate_limiter = SharedRateLimiter(
-                    self.db, f"provider:{app.app_key}", connector.requests_per_second
-                )
             sync = ResourceSync(self.db, connector, deadline=deadline)
             outcome = sync.run(
                 task, task.mode, lambda: time.monotonic() >= deadline or shutdown_requested()

@@ -650,9 +650,9 @@ def test_other_errors_fail_at_once_without_the_token(respx_mock: respx.MockRoute
     (listing("contacts", [contact(1)]), "Intercom GET /contacts returned a page without data"),
     ({"type": "list", "data": None}, "Intercom GET /contacts returned a page without data"),
     (listing("data", [contact(1), {"type": "contact", "email": "no id"}]),
-     "Intercom returned a malformed object (no id) at position 1 of a page of GET /contacts"),
-    (listing("data", ["65a0c001"]), "Intercom returned a malformed object (not an object) at "
-                                    "position 0 of a page of GET /contacts"),
+     "Intercom GET /contacts returned a malformed object (no id) at position 1"),
+    (listing("data", ["65a0c001"]), "Intercom GET /contacts returned a malformed object (not an "
+                                    "object) at position 0"),
 ])  # fmt: skip
 @respx.mock(base_url=API)
 def test_a_malformed_page_fails_the_resource(

@@ -505,7 +505,7 @@ def test_transport_errors_are_retried(respx_mock: respx.MockRouter) -> None:
 
 @pytest.mark.parametrize(("body", "message"), [
     ({"object": "list", "results": [{"object": "user", "name": "no id"}], "has_more": False},
-     "malformed object (no id) at position 0 of a page of GET /v1/users"),
+     "Notion GET /v1/users returned a malformed object (no id) at position 0"),
     ({"object": "list", "results": "nope", "has_more": False},
      "GET /v1/users returned a page without results/has_more"),
     ({"object": "list", "results": []}, "without results/has_more"),

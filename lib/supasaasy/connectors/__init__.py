@@ -20,6 +20,7 @@ from .base import (
     Page,
     ProviderError,
     RateLimiter,
+    RateLimits,
     Record,
     Resource,
     SignatureError,
@@ -115,9 +116,15 @@ def connector_sql(name: str) -> list[tuple[str, str]]:
     return [(f, package.joinpath(f).read_text()) for f in cls.metadata.sql_files]
 
 
-def create_connector(app: AppConfig, *, rate_limiter: RateLimiter | None = None) -> Connector:
-    """A connector for `app`, its configuration validated (ConfigError otherwise)."""
-    return connector_class(app)(app, rate_limiter=rate_limiter)
+def create_connector(
+    app: AppConfig,
+    *,
+    rate_limiter: RateLimiter | None = None,
+    rate_limits: RateLimits | None = None,
+) -> Connector:
+    """A connector for `app`, its configuration validated (ConfigError otherwise); see
+    `Connector` for the rate limiter arguments."""
+    return connector_class(app)(app, rate_limiter=rate_limiter, rate_limits=rate_limits)
 
 
 __all__ = [
@@ -129,6 +136,7 @@ __all__ = [
     "Page",
     "ProviderError",
     "RateLimiter",
+    "RateLimits",
     "Record",
     "Resource",
     "SignatureError",

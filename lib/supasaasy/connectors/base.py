@@ -14,8 +14,8 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any, ClassVar, TypeVar
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
@@ -25,10 +25,34 @@ from ..errors import ProviderError as ProviderError
 from ..errors import SignatureError as SignatureError
 from ..errors import WebhookEventError as WebhookEventError
 
+if TYPE_CHECKING:
+    from .paginators import Paginator
+
+# What a settings field naming an environment variable must look like.
+ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
+
+
+@dataclass(frozen=True)
+class Listing:
+    """How an HTTP connector lists objects, one request per page (see
+    `supasaasy.connectors.http.HttpConnector.listed`): `path` answers a body whose `key`
+    holds the objects; `paginator` (a Paginator class, or a function taking the same
+    `where, cursor, prefix=` arguments) moves from page to page, None for a listing that
+    is one page; `request` holds the query parameters (GET) or JSON body (POST) every
+    page sends, and the settings' `page_size` goes at `page_size_param`."""
+
+    path: str
+    key: str = "data"
+    paginator: Callable[..., Paginator] | None = field(default=None, compare=False)
+    method: Literal["GET", "POST"] = "GET"
+    request: Mapping[str, Any] = field(default_factory=dict, compare=False)
+    page_size_param: str | tuple[str, ...] | None = None
+
 
 @dataclass(frozen=True)
 class Resource:
-    """A resource type a connector syncs into one collection of `entities`."""
+    """A resource type a connector syncs into one collection of `entities`, and the
+    rules that make its objects records (see `Connector.record`)."""
 
     resource_type: str
     collection_key: str
@@ -36,6 +60,15 @@ class Resource:
     supports_incremental: bool = True
     # Children come with their parent's pages and have no task of their own.
     synced_with_parent: str | None = None
+    # How a full sync lists it (HTTP connectors); None: the connector lists it itself.
+    listing: Listing | None = None
+    # Whether an object is stored archived (archived_at set).
+    archived: Callable[[dict[str, Any]], bool] | None = field(default=None, compare=False)
+    # The object's fields holding when it was created and last changed upstream (Unix
+    # seconds or ISO 8601); the creation time also places it inside or outside the app's
+    # `sync_from`.
+    created_field: str | None = None
+    updated_field: str | None = None
 
 
 @dataclass(frozen=True)
@@ -127,6 +160,23 @@ class WebhookEvent:
     api_version: str | None = None
 
 
+def source_time(value: Any) -> datetime | None:
+    """A provider's timestamp (Unix seconds, or ISO 8601 with a zone) as a datetime;
+    None for anything else."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        try:
+            return datetime.fromtimestamp(value, UTC)
+        except (OverflowError, OSError, ValueError):
+            return None
+    if isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            return None
+        return parsed if parsed.tzinfo is not None else None
+    return None
+
+
 def hmac_matches(secret: str, message: bytes, signature: str, digest: str = "sha256") -> bool:
     """Whether `signature` is the hex HMAC of `message` keyed with `secret`, compared in
     constant time."""
@@ -190,14 +240,29 @@ class Unlimited(RateLimiter):
         return None
 
 
+# How a caller limits a connector's requests: given the connector's
+# `requests_per_second`, the limiter every request of it goes through.
+RateLimits = Callable[[float], RateLimiter]
+
+
 class Connector(ABC):
     """Syncs the resources of one app. Subclasses set `metadata` and register by name."""
 
     metadata: ClassVar[ConnectorMetadata]
 
-    def __init__(self, app: AppConfig, *, rate_limiter: RateLimiter | None = None) -> None:
+    def __init__(
+        self,
+        app: AppConfig,
+        *,
+        rate_limiter: RateLimiter | None = None,
+        rate_limits: RateLimits | None = None,
+    ) -> None:
+        """`rate_limiter`: the limiter of every provider request; else `rate_limits`
+        makes one from the connector's `requests_per_second` when first needed (so that
+        the rate may depend on settings read after this); else none."""
         self.app = app
-        self.rate_limiter = rate_limiter or Unlimited()
+        self._rate_limiter = rate_limiter
+        self._rate_limits = rate_limits
         # When (time.monotonic()) the caller's time budget ends: requests and retries
         # that would run past it are not made (OutOfTimeError).
         self.deadline: float | None = None
@@ -205,6 +270,18 @@ class Connector(ABC):
         # listing may leave objects out, to check those it did not list one by one
         # rather than let a full sync's sweep take them for gone.
         self.stored_ids: Callable[[str], list[str]] = lambda collection_key: []
+
+    @property
+    def rate_limiter(self) -> RateLimiter:
+        if self._rate_limiter is None:
+            rate = self.requests_per_second
+            limits = self._rate_limits
+            self._rate_limiter = limits(rate) if limits is not None and rate else Unlimited()
+        return self._rate_limiter
+
+    @rate_limiter.setter
+    def rate_limiter(self, limiter: RateLimiter) -> None:
+        self._rate_limiter = limiter
 
     def seconds_left(self) -> float | None:
         """Of the caller's time budget; None without one."""
@@ -228,6 +305,49 @@ class Connector(ABC):
             self.metadata.resource(r).synced_with_parent or r for r in self.app.resources or ()
         }
         return not chosen or (resource.synced_with_parent or resource_type) in chosen
+
+    def task_resource(self, resource_type: str) -> Resource:
+        """The resource of a task: ConfigError for one that is unknown or is synced with
+        its parent."""
+        resource = self.metadata.resource(resource_type)
+        if resource.synced_with_parent is not None:
+            raise ConfigError(f"{self.metadata.name} {resource_type} is synced with its "
+                              f"{resource.synced_with_parent}")  # fmt: skip
+        return resource
+
+    def record(
+        self,
+        resource_type: str,
+        obj: dict[str, Any],
+        *,
+        archived: bool | None = None,
+        observed_at: datetime | None = None,
+        api_version: str | None = None,
+    ) -> Record:
+        """The record of one object of the resource, by its rules: its `id`, archived
+        (unless `archived` says), created and updated times."""
+        resource = self.metadata.resource(resource_type)
+        if archived is None:
+            archived = resource.archived is not None and resource.archived(obj)
+        return Record(
+            resource.collection_key,
+            str(obj["id"]),
+            obj,
+            archived=archived,
+            observed_at=observed_at,
+            api_version=api_version,
+            created_at=_field_time(obj, resource.created_field),
+            updated_at=_field_time(obj, resource.updated_field),
+        )
+
+    def in_window(self, resource_type: str, obj: dict[str, Any]) -> bool:
+        """Whether the object was created at or after the app's `sync_from` (objects
+        without a creation time count as inside)."""
+        sync_from = self.app.sync_from
+        if sync_from is None:
+            return True
+        created = _field_time(obj, self.metadata.resource(resource_type).created_field)
+        return created is None or created >= sync_from
 
     # -- webhooks (see supasaasy.handlers.webhook) ---------------------------------
 
@@ -278,3 +398,7 @@ class Connector(ABC):
 
     def close(self) -> None:  # noqa: B027  (optional hook)
         """Release connections."""
+
+
+def _field_time(obj: dict[str, Any], name: str | None) -> datetime | None:
+    return source_time(obj.get(name)) if name is not None else None

@@ -1,23 +1,45 @@
-"""Provider HTTP with bounded retries: 429 and 5xx are retried with backoff that
-honours Retry-After; exhausted retries and other errors raise ProviderError."""
+"""Connectors over a provider's HTTP API.
+
+`ProviderClient` sends requests with bounded retries: 429 and 5xx are retried with
+backoff that honours Retry-After; exhausted retries and other errors raise
+ProviderError. `HttpConnector` is the base of a connector on it: its settings extend
+`HttpSettings` (key variable, `api_base`, page size, request rate, retries, timeout),
+its resources say how they are listed (`Listing`), and a full sync of such a resource
+pages through its listing with no code of the connector's own.
+"""
 
 from __future__ import annotations
 
 import math
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 import orjson
+from pydantic import BaseModel, ConfigDict, Field
 
+from ..config import AppConfig
 from ..errors import OutOfTimeError
 from ..redact import redact
-from .base import ProviderError
+from .base import (
+    ENV_NAME,
+    ConfigError,
+    Connector,
+    Listing,
+    Page,
+    ProviderError,
+    RateLimiter,
+    RateLimits,
+    Resource,
+    connector_settings,
+    secret_from_env,
+)
+from .paginators import Objects, _with, paginate
 
 RETRYABLE = frozenset({408, 429, 500, 502, 503, 504})
 
@@ -76,6 +98,7 @@ class ProviderClient:
         self.sleep = sleep
         # Of the caller's time budget (None: no budget): no request or retry outlasts it.
         self.seconds_left = seconds_left
+        self.clock = time.time  # the wall clock, for rate-limit reset times
 
     def get_json(
         self, path: str, params: Mapping[str, Any] | None = None, *, once: bool = False
@@ -191,3 +214,134 @@ class ProviderClient:
         if isinstance(error, str):
             return redact(error)[:300]
         return response.reason_phrase
+
+
+class HttpSettings(BaseModel):
+    """The `config` every HTTP connector takes; a connector's settings extend it (with
+    its own defaults and fields). `api_key_env` defaults to `<CONNECTOR>_API_KEY_<APP>`;
+    `requests_per_second` None: the connector's default."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    api_key_env: str = Field(min_length=1, pattern=ENV_NAME)
+    api_base: str = Field(pattern=r"^https?://\S+$")
+    page_size: int = Field(default=100, ge=1)
+    requests_per_second: float | None = Field(default=None, gt=0)
+    max_retries: int = Field(default=5, ge=0, le=20)
+    timeout_seconds: float = Field(default=30.0, gt=0)
+    # The variable holding the secret that signs the app's webhooks, if it takes any.
+    webhook_secret_env: str | None = Field(default=None, pattern=ENV_NAME)
+
+
+class HttpConnector(Connector):
+    """A connector over one provider's HTTP API: `settings_model` its settings,
+    `client_class` its ProviderClient (the provider's error bodies and rate-limit
+    headers), `headers` what every request carries. A full sync of a resource with a
+    `listing` pages through it, each object made a record by `add`; connectors override
+    `full_sync` for resources they list otherwise, and `add` for children."""
+
+    settings_model: ClassVar[type[HttpSettings]]
+    client_class: ClassVar[type[ProviderClient]] = ProviderClient
+    # The request rate when the settings name none (None: unlimited).
+    default_requests_per_second: ClassVar[float | None] = None
+
+    def __init__(
+        self,
+        app: AppConfig,
+        *,
+        rate_limiter: RateLimiter | None = None,
+        rate_limits: RateLimits | None = None,
+    ) -> None:
+        super().__init__(app, rate_limiter=rate_limiter, rate_limits=rate_limits)
+        name = self.metadata.name
+        self.settings = connector_settings(self.settings_model, app, name)
+        api_key = secret_from_env(app, name, self.settings.api_key_env)
+        self.http = self.client_class(
+            self.metadata.display_name,
+            httpx.Client(
+                base_url=self.settings.api_base,
+                headers=self.headers(api_key),
+                timeout=self.settings.timeout_seconds,
+            ),
+            lambda: self.rate_limiter.acquire(),
+            RetryPolicy(max_retries=self.settings.max_retries),
+            seconds_left=self.seconds_left,
+        )
+
+    def headers(self, api_key: str) -> dict[str, str]:
+        """The headers of every request: the key as a bearer token, JSON accepted."""
+        return {"Authorization": f"Bearer {api_key}", "Accept": "application/json"}
+
+    @property
+    def requests_per_second(self) -> float | None:
+        return self.settings.requests_per_second or self.default_requests_per_second
+
+    def close(self) -> None:
+        self.http.client.close()
+
+    def full_sync(self, resource_type: str, *, cursor: str | None = None) -> Iterator[Page]:
+        resource = self.task_resource(resource_type)
+        if resource.listing is None:
+            raise ConfigError(f"{self.metadata.name} {resource_type} has no listing")
+        for objects, after in self.listed(resource.listing, cursor, self.list_request(resource)):
+            page = Page(cursor=after)
+            for obj in objects:
+                self.add(page, resource, obj)
+            yield page
+
+    def list_request(self, resource: Resource) -> dict[str, Any]:
+        """What a full sync of `resource` adds to its listing's request (e.g. the app's
+        `sync_from` as a filter); nothing by default."""
+        return {}
+
+    def add(self, page: Page, resource: Resource, obj: dict[str, Any]) -> None:
+        """What one listed object puts in its page: its record, when inside the app's
+        `sync_from`. Connectors with children extend it."""
+        if self.in_window(resource.resource_type, obj):
+            page.records.append(self.record(resource.resource_type, obj))
+
+    def listed(
+        self,
+        listing: Listing,
+        cursor: str | None,
+        request: Mapping[str, Any] | None = None,
+        *,
+        prefix: str = "",
+    ) -> Iterator[tuple[Objects, str | None]]:
+        """(objects, saved cursor after them or None at the end) for each page of
+        `listing`, from `cursor`, with `request` added to the listing's own; saved
+        cursors start with `prefix`."""
+        where = f"{self.metadata.display_name} {listing.method} {listing.path}"
+        sent: dict[str, Any] = {**listing.request, **(request or {})}
+        if listing.page_size_param is not None:
+            param = listing.page_size_param
+            sent = _with(sent, (param,) if isinstance(param, str) else param,
+                         self.settings.page_size)  # fmt: skip
+
+        def fetch(body: dict[str, Any]) -> dict[str, Any]:
+            if listing.method == "GET":
+                return self.http.get_json(listing.path, body or None)
+            return self.http.post_json(listing.path, body)
+
+        def objects(body: dict[str, Any]) -> Objects:
+            return self.page_objects(body, listing.key, where)
+
+        if listing.paginator is None:
+            yield objects(fetch(sent)), None
+            return
+        yield from paginate(fetch, sent, listing.paginator(where, cursor, prefix=prefix), objects)
+
+    def page_objects(self, body: dict[str, Any], key: str, where: str) -> Objects:
+        """The objects of a page (its `key`), each an object with an id, or ProviderError
+        naming what is wrong."""
+        found = body.get(key)
+        if not isinstance(found, list):
+            raise ProviderError(f"{where} returned a page without {key}")
+        for position, obj in enumerate(found):
+            value = obj.get("id") if isinstance(obj, dict) else None
+            if isinstance(value, bool) or not isinstance(value, str | int) or value == "":
+                problem = "no id" if isinstance(obj, dict) else "not an object"
+                raise ProviderError(
+                    f"{where} returned a malformed object ({problem}) at position {position}"
+                )
+        return found

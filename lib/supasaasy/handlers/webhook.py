@@ -108,15 +108,14 @@ def create_webhook_handler(config: Settings, *, runtime: Runtime | None = None) 
         connector = connectors.get(app.app_key)
         if connector is None:
             try:
-                connector = create_connector(app)
+                key = f"provider:{app.app_key}"
+                connector = create_connector(
+                    app, rate_limits=lambda rate: _OneAtATime(rt.db, key, rate)
+                )
             except ConfigError as exc:
                 log.error("webhook for %s: %s", app.app_key, exc)
                 raise HttpError(503, f"app {app.app_key} is not configured to take webhooks"
                                      " (see the function's log)") from None  # fmt: skip
-            if connector.requests_per_second:
-                connector.rate_limiter = _OneAtATime(
-                    rt.db, f"provider:{app.app_key}", connector.requests_per_second
-                )
             connectors[app.app_key] = connector
         return connector
 

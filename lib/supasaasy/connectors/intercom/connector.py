@@ -42,39 +42,34 @@ from __future__ import annotations
 
 import logging
 import math
-import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import httpx
 import orjson
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from ...config import AppConfig
 from ...errors import OutOfTimeError
 from .. import register
 from ..base import (
     ChildSet,
     ConfigError,
-    Connector,
     ConnectorMetadata,
     Deletion,
+    Listing,
     Page,
     ProviderError,
-    RateLimiter,
-    Record,
     Resource,
     SignatureError,
     WebhookEvent,
     WebhookEventError,
-    connector_settings,
     hmac_matches,
     prefixed_signature,
-    secret_from_env,
 )
-from ..http import ProviderClient, RetryPolicy
-from ..paginators import BodyCursorPaginator, ScrollPaginator, paginate
+from ..http import HttpConnector, HttpSettings, ProviderClient
+from ..paginators import BodyCursorPaginator, Objects, ScrollPaginator, paginate
 
 log = logging.getLogger("supasaasy.connectors.intercom")
 
@@ -89,25 +84,60 @@ SCROLL_BUSY_WAIT = 30.0
 # Company page cursors: this and a page number. They only keep checkpoints distinct.
 SCROLL_MARK = "scroll:"
 
+
+def _archived(obj: dict[str, Any]) -> bool:
+    """Objects Intercom marks archived or deleted."""
+    return obj.get("archived") is True or obj.get("deleted") is True
+
+
+def _closed(conversation: dict[str, Any]) -> bool:
+    """Closed conversations are stored archived, as the original connector has it."""
+    return conversation.get("state") == "closed"
+
+
+# Intercom's cursor paging: `pages.next.starting_after`, absent on the last page. An empty
+# page that names a next one is followed, never taken as the end.
+_cursor_pages = partial(
+    BodyCursorPaginator,
+    param="starting_after",
+    next_path=("pages", "next", "starting_after"),
+    empty_with_more="follow",
+)
+_search_pages = partial(_cursor_pages, param=("pagination", "starting_after"))
+
+
+def _search(path: str, key: str) -> Listing:
+    """A search on `updated_at`, newest first (as the writer expects of a change feed)."""
+    return Listing(path, key, _search_pages, "POST",
+                   {"sort": {"field": "updated_at", "order": "descending"}},
+                   ("pagination", "per_page"))  # fmt: skip
+
+
 RESOURCES = (
-    Resource("company", "intercom_company", "Intercom companies", supports_incremental=False),
-    Resource("contact", "intercom_contact", "Intercom contacts (users and leads)"),
+    Resource("company", "intercom_company", "Intercom companies", supports_incremental=False,
+             archived=_archived, created_field="created_at", updated_field="updated_at"),
+    Resource("contact", "intercom_contact", "Intercom contacts (users and leads)",
+             listing=Listing("/contacts", "data", _cursor_pages, page_size_param="per_page"),
+             archived=_archived, created_field="created_at", updated_field="updated_at"),
     Resource("admin", "intercom_admin", "Intercom admins (teammates)",
-             supports_incremental=False),
-    Resource("conversation", "intercom_conversation", "Intercom conversations"),
+             supports_incremental=False, listing=Listing("/admins", "admins"),
+             archived=_archived),
+    Resource("conversation", "intercom_conversation", "Intercom conversations",
+             listing=Listing("/conversations", "conversations", _cursor_pages,
+                             page_size_param="per_page"),
+             archived=_closed, created_field="created_at", updated_field="updated_at"),
     Resource("conversation_part", "intercom_conversation_part",
              "Intercom conversation parts (messages and actions)",
-             supports_incremental=False, synced_with_parent="conversation"),
+             supports_incremental=False, synced_with_parent="conversation",
+             created_field="created_at", updated_field="updated_at"),
 )  # fmt: skip
 
 PART_COLLECTION = "intercom_conversation_part"
 PART_PARENT_FIELD = "conversation_id"
 
-# (path, the list's key in the body) of the cursor-paged lists and searches.
-LISTS = {"contact": ("/contacts", "data"), "conversation": ("/conversations", "conversations")}
 SEARCHES = {
-    "contact": ("/contacts/search", "data"),
-    "conversation": ("/conversations/search", "conversations"),
+    "contact": _search("/contacts/search", "data"),
+    "conversation": _search("/conversations/search", "conversations"),
 }
 # A notification's item, by its `type`: the resource it is an object of.
 WEBHOOK_ITEMS = {"contact": "contact", "user": "contact", "lead": "contact",
@@ -115,41 +145,21 @@ WEBHOOK_ITEMS = {"contact": "contact", "user": "contact", "lead": "contact",
 # Topics whose item is gone upstream.
 WEBHOOK_DELETIONS = frozenset({"contact.deleted", "contact.user.deleted", "contact.lead.deleted",
                                "user.deleted", "company.deleted"})  # fmt: skip
-ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
 
 
-class IntercomSettings(BaseModel):
-    """The `config` of an app whose connector is `intercom`."""
+class IntercomSettings(HttpSettings):
+    """The `config` of an app whose connector is `intercom`; `webhook_secret_env` names
+    the app's client secret, which signs its webhooks."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    api_key_env: str = Field(min_length=1, pattern=ENV_NAME)
     api_base: str = Field(default="https://api.intercom.io", pattern=r"^https?://\S+$")
     page_size: int = Field(default=50, ge=1, le=150)
-    # Intercom allows an app 10,000 requests a minute (spread over 10-second windows).
-    requests_per_second: float = Field(default=100.0, gt=0)
-    max_retries: int = Field(default=5, ge=0, le=20)
-    timeout_seconds: float = Field(default=30.0, gt=0)
     search_overlap_seconds: int = Field(default=300, ge=0, le=DAY_SECONDS)
-    # The variable holding the app's client secret, which signs its webhooks.
-    webhook_secret_env: str | None = Field(default=None, pattern=ENV_NAME)
 
 
 class IntercomClient(ProviderClient):
-    """ProviderClient with POST (for the search endpoints), Intercom's error bodies, and
-    its rate-limit header: a 429 without Retry-After waits until `X-RateLimit-Reset`
-    (epoch seconds), within the retry policy's `max_delay`."""
-
-    def __init__(
-        self,
-        client: httpx.Client,
-        acquire: Callable[[], None],
-        retry: RetryPolicy | None = None,
-        sleep: Callable[[float], None] = time.sleep,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        super().__init__("Intercom", client, acquire, retry, sleep)
-        self.clock = clock
+    """ProviderClient with Intercom's error bodies and its rate-limit header: a 429
+    without Retry-After waits until `X-RateLimit-Reset` (epoch seconds), within the retry
+    policy's `max_delay`."""
 
     def _retry_after(self, response: httpx.Response) -> str | None:
         """Retry-After if given; for a 429, else the seconds until X-RateLimit-Reset."""
@@ -182,7 +192,7 @@ class IntercomClient(ProviderClient):
 
 
 @register
-class IntercomConnector(Connector):
+class IntercomConnector(HttpConnector):
     metadata = ConnectorMetadata(
         name="intercom",
         display_name="Intercom",
@@ -191,56 +201,27 @@ class IntercomConnector(Connector):
         sql_files=("20261202000500_intercom_views.sql",),
     )
 
-    def __init__(self, app: AppConfig, *, rate_limiter: RateLimiter | None = None) -> None:
-        super().__init__(app, rate_limiter=rate_limiter)
-        self.settings = connector_settings(IntercomSettings, app, "intercom")
-        token = secret_from_env(app, "intercom", self.settings.api_key_env)
-        self.http = IntercomClient(
-            httpx.Client(
-                base_url=self.settings.api_base,
-                headers={
-                    "Authorization": f"Bearer {token}",
-                    "Accept": "application/json",
-                    "Intercom-Version": API_VERSION,
-                },
-                timeout=self.settings.timeout_seconds,
-            ),
-            lambda: self.rate_limiter.acquire(),
-            RetryPolicy(max_retries=self.settings.max_retries),
-        )
-        self.http.seconds_left = self.seconds_left
+    settings_model = IntercomSettings
+    settings: IntercomSettings
+    client_class = IntercomClient
+    # Intercom allows an app 10,000 requests a minute (spread over 10-second windows).
+    default_requests_per_second = 100.0
 
-    @property
-    def requests_per_second(self) -> float:
-        return self.settings.requests_per_second
+    def headers(self, api_key: str) -> dict[str, str]:
+        """The token, and the API version (response shapes change between versions)."""
+        return {**super().headers(api_key), "Intercom-Version": API_VERSION}
 
     @property
     def incremental_horizon(self) -> float | None:
         """None: the search endpoints reach back to any watermark."""
         return None
 
-    def close(self) -> None:
-        self.http.client.close()
-
     # -- full sync -------------------------------------------------------------
 
     def full_sync(self, resource_type: str, *, cursor: str | None = None) -> Iterator[Page]:
-        self._task_resource(resource_type)
-        if resource_type == "company":
-            yield from self._companies(cursor)
-            return
-        if resource_type == "admin":
-            body = self.http.get_json("/admins")
-            yield self._page("admin", _objects(body, "admins", "GET /admins"), None)
-            return
-        path, key = LISTS[resource_type]
-        for objects, after in paginate(
-            lambda params: self.http.get_json(path, params),
-            {"per_page": self.settings.page_size},
-            _cursor_paginator(f"Intercom GET {path}", cursor, "starting_after"),
-            lambda body: _objects(body, key, f"GET {path}"),
-        ):
-            yield self._page(resource_type, objects, after)
+        if self.task_resource(resource_type).listing is None:  # companies
+            return self._companies(cursor)
+        return super().full_sync(resource_type, cursor=cursor)
 
     def _companies(self, cursor: str | None) -> Iterator[Page]:
         """The company scroll, from its beginning whatever the cursor: Intercom cannot
@@ -253,12 +234,16 @@ class IntercomConnector(Connector):
         )  # fmt: skip
         if cursor is not None:
             log.info("%s company: a scroll cannot resume; starting a new one", self.app.app_key)
+        resource = self.metadata.resource("company")
         starts = 0
         while True:
             starts += 1
             try:
-                for companies, after in paginate(self._scroll_request, {}, scroll, _scrolled):
-                    yield self._page("company", companies, after)
+                for companies, after in paginate(self._scroll_request, {}, scroll, self._scrolled):
+                    page = Page(cursor=after)
+                    for company in companies:
+                        self.add(page, resource, company)
+                    yield page
                 return
             except _ScrollRequestFailed as failed:
                 exc = failed.error
@@ -279,6 +264,13 @@ class IntercomConnector(Connector):
                     self._wait_for_open_scroll(exc)
                 log.warning("%s company: %s; starting the scroll again", self.app.app_key, exc)
                 scroll.restart()
+
+    def _scrolled(self, body: dict[str, Any]) -> Objects:
+        """A scroll page's companies; the scroll's end is an empty page (some versions
+        leave `data` out there)."""
+        if body.get("data") is None:
+            return []
+        return self.page_objects(body, "data", "Intercom GET /companies/scroll")
 
     def _scroll_request(self, params: dict[str, Any]) -> dict[str, Any]:
         """One scroll page. Never retried but for a 429: the scroll_param names the
@@ -301,27 +293,18 @@ class IntercomConnector(Connector):
     def incremental_sync(
         self, resource_type: str, *, since: datetime, cursor: str | None = None
     ) -> Iterator[Page]:
-        resource = self._task_resource(resource_type)
+        resource = self.task_resource(resource_type)
         if not resource.supports_incremental:
             raise ConfigError(
                 f"intercom has no incremental sync for {resource_type}: it syncs in full"
             )
-        path, key = SEARCHES[resource_type]
         query = {"field": "updated_at", "operator": ">",
                  "value": self._updated_after(resource_type, since)}  # fmt: skip
-        request = {
-            "query": query,
-            "pagination": {"per_page": self.settings.page_size},
-            # Newest first, as the writer expects of a change feed.
-            "sort": {"field": "updated_at", "order": "descending"},
-        }
-        for objects, after in paginate(
-            lambda sent: self.http.post_json(path, sent),
-            request,
-            _cursor_paginator(f"Intercom POST {path}", cursor, ("pagination", "starting_after")),
-            lambda body: _objects(body, key, f"POST {path}"),
-        ):
-            yield self._page(resource_type, objects, after, incremental=True)
+        for objects, after in self.listed(SEARCHES[resource_type], cursor, {"query": query}):
+            page = Page(cursor=after)
+            for obj in objects:
+                self.add(page, resource, obj, incremental=True)
+            yield page
 
     def _updated_after(self, resource_type: str, since: datetime) -> int:
         """The `updated_at >` value that finds every change from `since` on."""
@@ -333,43 +316,17 @@ class IntercomConnector(Connector):
 
     # -- helpers ---------------------------------------------------------------
 
-    def _task_resource(self, resource_type: str) -> Resource:
-        resource = self.metadata.resource(resource_type)
-        if resource.synced_with_parent is not None:
-            raise ConfigError(
-                f"intercom {resource_type} is synced with its {resource.synced_with_parent}"
-            )
-        return resource
-
-    def _page(
-        self,
-        resource_type: str,
-        objects: list[dict[str, Any]],
-        cursor: str | None,
-        *,
-        incremental: bool = False,
-    ) -> Page:
-        page = Page(cursor=cursor)
-        collection = self.metadata.resource(resource_type).collection_key
-        for obj in objects:
-            if not self._in_window(obj):
-                continue
-            if resource_type == "conversation":
-                self._add_conversation(page, _id(obj), incremental)
-                continue
-            page.records.append(
-                Record(collection, _id(obj), obj, archived=_archived(resource_type, obj))
-            )
-        return page
-
-    def _in_window(self, obj: dict[str, Any]) -> bool:
-        """Whether the object was created at or after the app's `sync_from` (if any)."""
-        created = obj.get("created_at")
-        return (
-            self.app.sync_from is None
-            or not isinstance(created, int | float)
-            or created >= self.app.sync_from.timestamp()
-        )
+    def add(
+        self, page: Page, resource: Resource, obj: dict[str, Any], *, incremental: bool = False
+    ) -> None:
+        """A listed object inside the app's `sync_from`: its record; for a conversation,
+        the conversation as retrieved on its own, with its parts."""
+        if not self.in_window(resource.resource_type, obj):
+            return
+        if resource.resource_type == "conversation":
+            self._add_conversation(page, _id(obj), incremental)
+        else:
+            page.records.append(self.record(resource.resource_type, obj))
 
     def _add_conversation(self, page: Page, conversation_id: str, incremental: bool) -> None:
         """The conversation as retrieved on its own (the only way to its parts), and a
@@ -395,21 +352,15 @@ class IntercomConnector(Connector):
         """A record for the conversation and one per part it lists, and (in a change
         feed, or when the list is cut short) its set of parts."""
         conversation_id = _id(conversation)
-        page.records.append(
-            Record(
-                "intercom_conversation",
-                conversation_id,
-                conversation,
-                archived=_archived("conversation", conversation),
-            )
-        )
+        page.records.append(self.record("conversation", conversation))
         listing = conversation.get("conversation_parts")
         found = listing.get("conversation_parts") if isinstance(listing, dict) else None
-        parts = _checked(found, f"the parts of conversation {conversation_id}") if isinstance(
-            found, list) else []  # fmt: skip
+        where = f"Intercom: the parts of conversation {conversation_id}"
+        parts = self.page_objects(listing, "conversation_parts", where) if isinstance(
+            listing, dict) and isinstance(found, list) else []  # fmt: skip
         for part in parts:
             page.records.append(
-                Record(PART_COLLECTION, _id(part), {**part, PART_PARENT_FIELD: conversation_id})
+                self.record("conversation_part", {**part, PART_PARENT_FIELD: conversation_id})
             )
         # Parts are replaced only from a whole list. Past Intercom's 500-part cap the list
         # is cut short: the parts stored beyond it stay, in a change feed and in a full
@@ -452,7 +403,7 @@ class IntercomConnector(Connector):
         if topic in WEBHOOK_DELETIONS:
             found.page = Page(deletions=[Deletion(collection, item_id)])
             return found
-        if not self._in_window(item):
+        if not self.in_window(resource, item):
             return found
         updated = item.get("updated_at")
         if type(updated) is int:
@@ -463,18 +414,8 @@ class IntercomConnector(Connector):
             # A notification lists the parts it is about, not all: none is removed.
             found.page.child_sets = []
         else:
-            found.page.records.append(
-                Record(collection, item_id, item, archived=_archived(resource, item))
-            )
+            found.page.records.append(self.record(resource, item))
         return found
-
-
-def _archived(resource_type: str, obj: dict[str, Any]) -> bool:
-    """Closed conversations (as the original connector has it), and objects Intercom
-    marks archived or deleted."""
-    if resource_type == "conversation":
-        return obj.get("state") == "closed"
-    return obj.get("archived") is True or obj.get("deleted") is True
 
 
 def _id(obj: dict[str, Any]) -> str:
@@ -482,29 +423,6 @@ def _id(obj: dict[str, Any]) -> str:
     if isinstance(value, bool) or not isinstance(value, str | int) or value == "":
         raise ProviderError(f"Intercom returned a malformed {obj.get('type') or 'object'} (no id)")
     return str(value)
-
-
-def _checked(objects: list[Any], where: str) -> list[dict[str, Any]]:
-    for position, obj in enumerate(objects):
-        if not isinstance(obj, dict):
-            raise ProviderError(
-                f"Intercom returned a malformed object (not an object) at position {position}"
-                f" of {where}"
-            )
-        try:
-            _id(obj)
-        except ProviderError:
-            raise ProviderError(
-                f"Intercom returned a malformed object (no id) at position {position} of {where}"
-            ) from None
-    return objects
-
-
-def _objects(body: dict[str, Any], key: str, where: str) -> list[dict[str, Any]]:
-    objects = body.get(key)
-    if not isinstance(objects, list):
-        raise ProviderError(f"Intercom {where} returned a page without {key}")
-    return _checked(objects, f"a page of {where}")
 
 
 class _ScrollRequestFailed(Exception):
@@ -524,22 +442,3 @@ def _restarts_scroll(exc: ProviderError) -> bool:
     """A failure after which the scroll must start again: an expired scroll_param (404),
     a server error (Intercom's 500 asks for a restart) or no answer at all."""
     return exc.status is None or exc.status == 404 or exc.status >= 500
-
-
-def _cursor_paginator(
-    where: str, cursor: str | None, param: str | tuple[str, ...]
-) -> BodyCursorPaginator:
-    """Intercom's cursor paging: `pages.next.starting_after`, absent on the last page. An
-    empty page that names a next one is followed, never taken as the end."""
-    return BodyCursorPaginator(
-        where, cursor, param=param, next_path=("pages", "next", "starting_after"),
-        empty_with_more="follow",
-    )  # fmt: skip
-
-
-def _scrolled(body: dict[str, Any]) -> list[dict[str, Any]]:
-    """A scroll page's companies; the scroll's end is an empty page (some versions leave
-    `data` out there)."""
-    if body.get("data") is None:
-        return []
-    return _objects(body, "data", "GET /companies/scroll")

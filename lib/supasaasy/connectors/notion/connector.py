@@ -30,35 +30,32 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any, Literal
 
 import httpx
 import orjson
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from ...config import AppConfig
 from .. import register
 from ..base import (
     ChildSet,
     ConfigError,
-    Connector,
     ConnectorMetadata,
     Deletion,
+    Listing,
     Page,
     ProviderError,
-    RateLimiter,
     Record,
     Resource,
     SignatureError,
     WebhookEvent,
     WebhookEventError,
-    connector_settings,
     hmac_matches,
     prefixed_signature,
-    secret_from_env,
 )
-from ..http import ProviderClient, RetryPolicy
-from ..paginators import BodyCursorPaginator, paginate
+from ..http import HttpConnector, HttpSettings, ProviderClient
+from ..paginators import BodyCursorPaginator, Objects
 
 log = logging.getLogger("supasaasy.notion")
 
@@ -71,18 +68,43 @@ PAGE = "notion_page"
 # watermark (search leaves them out unless asked for them alone).
 TRASH = "trash:"
 USER = "notion_user"
-
-RESOURCES = (
-    Resource("data_source", DATA_SOURCE, "Notion data sources (the tables of databases)"),
-    Resource("data_source_property", PROPERTY, "Notion data source properties (their schema)",
-             supports_incremental=False, synced_with_parent="data_source"),
-    Resource("page", PAGE, "Notion pages in data sources (database rows)"),
-    Resource("user", USER, "Notion workspace users (people and bots)",
-             supports_incremental=False),
-)  # fmt: skip
-
 # Flags Notion sets on objects in the trash (`is_archived` in later API versions).
 ARCHIVE_FLAGS = ("archived", "in_trash", "is_archived")
+
+
+def _archived(obj: dict[str, Any]) -> bool:
+    return any(obj.get(flag) is True for flag in ARCHIVE_FLAGS)
+
+
+# Notion's cursor paging: `start_cursor` in, `has_more` / `next_cursor` out. An empty page
+# with a next cursor is followed (filtered queries return them).
+_pages = partial(
+    BodyCursorPaginator,
+    param="start_cursor",
+    next_path=("next_cursor",),
+    has_more="has_more",
+    empty_with_more="follow",
+)
+
+
+def _list(path: str, method: Literal["GET", "POST"] = "GET") -> Listing:
+    return Listing(path, "results", _pages, method, page_size_param="page_size")
+
+
+SEARCH = _list("/v1/search", "POST")
+RESOURCES = (
+    Resource("data_source", DATA_SOURCE, "Notion data sources (the tables of databases)",
+             archived=_archived, created_field="created_time",
+             updated_field="last_edited_time"),
+    Resource("data_source_property", PROPERTY, "Notion data source properties (their schema)",
+             supports_incremental=False, synced_with_parent="data_source"),
+    Resource("page", PAGE, "Notion pages in data sources (database rows)",
+             archived=_archived, created_field="created_time",
+             updated_field="last_edited_time"),
+    Resource("user", USER, "Notion workspace users (people and bots)",
+             supports_incremental=False, listing=_list("/v1/users")),
+)  # fmt: skip
+
 # Webhook events, by the prefix of their type: the resource their entity is.
 WEBHOOK_RESOURCES = {"page.": "page", "data_source.": "data_source"}
 # The verification request's body is small: one token.
@@ -90,23 +112,14 @@ MAX_VERIFICATION_BYTES = 1024
 ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
 
 
-class NotionSettings(BaseModel):
-    """The `config` of an app whose connector is `notion`."""
+class NotionSettings(HttpSettings):
+    """The `config` of an app whose connector is `notion`; `webhook_secret_env` names the
+    webhook subscription's verification token, which signs its events."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    api_key_env: str = Field(min_length=1, pattern=ENV_NAME)
     api_base: str = Field(default="https://api.notion.com", pattern=r"^https?://\S+$")
     page_size: int = Field(default=100, ge=1, le=100)
-    # Notion's documented average rate for an integration.
-    requests_per_second: float = Field(default=3.0, gt=0)
-    max_retries: int = Field(default=5, ge=0, le=20)
-    timeout_seconds: float = Field(default=30.0, gt=0)
     # How far before the watermark an incremental sync reads edits again.
     incremental_overlap_seconds: float = Field(default=300.0, ge=0)
-    # The variable holding the webhook subscription's verification token, which signs
-    # its events.
-    webhook_secret_env: str | None = Field(default=None, pattern=ENV_NAME)
 
 
 class NotionHttp(ProviderClient):
@@ -128,7 +141,7 @@ class NotionHttp(ProviderClient):
 
 
 @register
-class NotionConnector(Connector):
+class NotionConnector(HttpConnector):
     metadata = ConnectorMetadata(
         name="notion",
         display_name="Notion",
@@ -137,52 +150,33 @@ class NotionConnector(Connector):
         sql_files=("20261202000600_notion_views.sql",),
     )
 
-    def __init__(self, app: AppConfig, *, rate_limiter: RateLimiter | None = None) -> None:
-        super().__init__(app, rate_limiter=rate_limiter)
-        self.settings = connector_settings(NotionSettings, app, "notion")
-        token = secret_from_env(app, "notion", self.settings.api_key_env)
-        self.http = NotionHttp(
-            "Notion",
-            httpx.Client(
-                base_url=self.settings.api_base,
-                headers={
-                    "Authorization": f"Bearer {token}",
-                    "Notion-Version": API_VERSION,
-                    "Accept": "application/json",
-                },
-                timeout=self.settings.timeout_seconds,
-            ),
-            lambda: self.rate_limiter.acquire(),
-            RetryPolicy(max_retries=self.settings.max_retries),
-        )
-        self.http.seconds_left = self.seconds_left
+    settings_model = NotionSettings
+    settings: NotionSettings
+    client_class = NotionHttp
+    # Notion's documented average rate for an integration.
+    default_requests_per_second = 3.0
 
-    @property
-    def requests_per_second(self) -> float:
-        return self.settings.requests_per_second
+    def headers(self, api_key: str) -> dict[str, str]:
+        return {**super().headers(api_key), "Notion-Version": API_VERSION}
 
     @property
     def incremental_horizon(self) -> float | None:
         return None  # the search reaches back to any edit
 
-    def close(self) -> None:
-        self.http.client.close()
-
     # -- sync ------------------------------------------------------------------
 
     def full_sync(self, resource_type: str, *, cursor: str | None = None) -> Iterator[Page]:
-        self._task_resource(resource_type)
+        self.task_resource(resource_type)
         if resource_type == "data_source":
-            yield from self._data_sources(cursor, since=None)
-        elif resource_type == "page":
-            yield from self._data_source_rows(cursor)
-        else:
-            yield from self._users(cursor)
+            return self._data_sources(cursor, since=None)
+        if resource_type == "page":
+            return self._data_source_rows(cursor)
+        return super().full_sync(resource_type, cursor=cursor)
 
     def incremental_sync(
         self, resource_type: str, *, since: datetime, cursor: str | None = None
     ) -> Iterator[Page]:
-        resource = self._task_resource(resource_type)
+        resource = self.task_resource(resource_type)
         if not resource.supports_incremental:
             raise ConfigError(f"notion {resource_type} has no incremental sync; run a full sync")
         if resource_type == "data_source":
@@ -267,7 +261,7 @@ class NotionConnector(Connector):
         properties = source.get("properties")
         if source.get("id") != source_id or not isinstance(properties, dict):
             raise ProviderError(f"Notion data source {source_id} came without its properties")
-        page.records.append(Record(DATA_SOURCE, source_id, source, archived=_archived(source)))
+        page.records.append(self.record("data_source", source))
         for name, schema in properties.items():
             if not isinstance(schema, dict) or not isinstance(schema.get("id"), str):
                 raise ProviderError(
@@ -300,7 +294,6 @@ class NotionConnector(Connector):
             yield Page()
             return
         request: dict[str, Any] = {
-            "page_size": self.settings.page_size,
             "sorts": [{"timestamp": "created_time", "direction": "ascending"}],
         }
         if self.app.sync_from is not None:
@@ -313,13 +306,11 @@ class NotionConnector(Connector):
             start = (resume_after or None) if source_id == resume_id else None
             path = f"/v1/data_sources/{source_id}/query"
             try:
-                for objects, after in self._list("POST", path, request, start):
+                for objects, after in self.listed(_list(path, "POST"), start, request):
                     page = Page(cursor=f"{source_id}:{after}" if after else following)
                     for obj in objects:
                         if obj.get("object") == "page":
-                            page.records.append(
-                                Record(PAGE, obj["id"], obj, archived=_archived(obj))
-                            )
+                            page.records.append(self.record("page", obj))
                     yield page
             except ProviderError as exc:
                 if exc.status != 404:
@@ -343,14 +334,14 @@ class NotionConnector(Connector):
                         page.cursor = None
                         break
                     if _in_data_source(obj) and not self._before_sync_from(obj):
-                        page.records.append(Record(PAGE, obj["id"], obj, archived=_archived(obj)))
+                        page.records.append(self.record("page", obj))
                 page.cursor = page.cursor or TRASH
                 yield page
                 if page.cursor == TRASH:
                     break
             cursor = TRASH
         for objects, after in self._trashed("page", since, cursor):
-            records = [Record(PAGE, obj["id"], obj, archived=True) for obj in objects
+            records = [self.record("page", obj, archived=True) for obj in objects
                        if _in_data_source(obj) and not self._before_sync_from(obj)]  # fmt: skip
             yield Page(records=records, cursor=after)
 
@@ -365,10 +356,9 @@ class NotionConnector(Connector):
         request = {
             "filter": {"property": "object", "value": kind, "in_trash": True},
             "sort": {"timestamp": "last_edited_time", "direction": "descending"},
-            "page_size": self.settings.page_size,
         }
         try:
-            for objects, after in self._list("POST", "/v1/search", request, cursor, TRASH):
+            for objects, after in self.listed(SEARCH, cursor, request, prefix=TRASH):
                 found = [o for o in objects if o.get("object") == kind]
                 recent = [o for o in found if _timestamp(o, "last_edited_time") >= floor]
                 if after is None or len(recent) < len(found):  # the rest are older
@@ -383,11 +373,6 @@ class NotionConnector(Connector):
             yield [], None
 
     # -- users -----------------------------------------------------------------
-
-    def _users(self, cursor: str | None) -> Iterator[Page]:
-        request = {"page_size": self.settings.page_size}
-        for objects, after in self._list("GET", "/v1/users", request, cursor):
-            yield Page(records=[Record(USER, obj["id"], obj) for obj in objects], cursor=after)
 
     # -- webhooks --------------------------------------------------------------
 
@@ -435,20 +420,12 @@ class NotionConnector(Connector):
             found.page.deletions.append(Deletion(PAGE, entity_id))
             return found
         if _in_data_source(obj) and not self._before_sync_from(obj):
-            found.page.records.append(Record(PAGE, entity_id, obj, archived=_archived(obj)))
+            found.page.records.append(self.record("page", obj))
         else:  # a page outside any data source is not synced
             found.page = None
         return found
 
     # -- helpers ---------------------------------------------------------------
-
-    def _task_resource(self, resource_type: str) -> Resource:
-        resource = self.metadata.resource(resource_type)
-        if resource.synced_with_parent is not None:
-            raise ConfigError(
-                f"notion {resource_type} is synced with its {resource.synced_with_parent}"
-            )
-        return resource
 
     def _data_source_ids(self) -> list[str]:
         """The data sources whose rows a full sync reads: those search lists, and those
@@ -467,28 +444,21 @@ class NotionConnector(Connector):
         request = {
             "filter": {"property": "object", "value": kind},
             "sort": {"timestamp": "last_edited_time", "direction": direction},
-            "page_size": self.settings.page_size,
         }
-        return self._list("POST", "/v1/search", request, cursor)
+        return self.listed(SEARCH, cursor, request)
 
-    def _list(
-        self,
-        method: Literal["GET", "POST"],
-        path: str,
-        request: dict[str, Any],
-        cursor: str | None,
-        prefix: str = "",
-    ) -> Iterator[tuple[list[dict[str, Any]], str | None]]:
-        """(objects, cursor after them or None at the end) for each page of a list; the
-        cursors are `prefix` and Notion's. An empty page with a next cursor is followed
-        (filtered queries return them)."""
-        where = f"{method} {path}"
-        fetch = self.http.get_json if method == "GET" else self.http.post_json
-        pages = BodyCursorPaginator(f"Notion {where}", cursor, param="start_cursor",
-                                    next_path=("next_cursor",), has_more="has_more",
-                                    empty_with_more="follow", prefix=prefix)  # fmt: skip
-        return paginate(lambda sent: fetch(path, sent), request, pages,
-                        lambda body: _list_objects(body, where))  # fmt: skip
+    def page_objects(self, body: dict[str, Any], key: str, where: str) -> Objects:
+        """A list page's objects; a page without `has_more`, or whose results are
+        incomplete, fails."""
+        if not isinstance(body.get(key), list) or not isinstance(body.get("has_more"), bool):
+            raise ProviderError(f"{where} returned a page without {key}/has_more")
+        status = body.get("request_status")
+        if isinstance(status, dict) and status.get("type") == "incomplete":
+            # What was not listed would pass for deleted (or unchanged): fail instead.
+            raise ProviderError(
+                f"{where} returned incomplete results: {status.get('incomplete_reason')}"
+            )
+        return super().page_objects(body, key, where)
 
     def _edited_floor(self, since: datetime) -> datetime:
         """The oldest edit time an incremental sync from `since` reads: the watermark less
@@ -499,27 +469,6 @@ class NotionConnector(Connector):
     def _before_sync_from(self, obj: dict[str, Any]) -> bool:
         sync_from = self.app.sync_from
         return sync_from is not None and _timestamp(obj, "created_time") < sync_from
-
-
-def _list_objects(body: dict[str, Any], where: str) -> list[dict[str, Any]]:
-    """A list page's objects, each with an id; a page that is not a list, or whose
-    results are incomplete, fails."""
-    results, has_more = body.get("results"), body.get("has_more")
-    if not isinstance(results, list) or not isinstance(has_more, bool):
-        raise ProviderError(f"Notion {where} returned a page without results/has_more")
-    status = body.get("request_status")
-    if isinstance(status, dict) and status.get("type") == "incomplete":
-        # What was not listed would pass for deleted (or unchanged): fail instead.
-        raise ProviderError(
-            f"Notion {where} returned incomplete results: {status.get('incomplete_reason')}"
-        )
-    for position, obj in enumerate(results):
-        if not isinstance(obj, dict) or not isinstance(obj.get("id"), str) or not obj["id"]:
-            raise ProviderError(
-                f"Notion returned a malformed object (no id) at position {position} "
-                f"of a page of {where}"
-            )
-    return results
 
 
 def _timestamp(obj: dict[str, Any], field: str) -> datetime:
@@ -533,10 +482,6 @@ def _timestamp(obj: dict[str, Any], field: str) -> datetime:
             f"Notion {obj.get('object', 'object')} {obj['id']} has no valid {field}"
         )
     return parsed
-
-
-def _archived(obj: dict[str, Any]) -> bool:
-    return any(obj.get(flag) is True for flag in ARCHIVE_FLAGS)
 
 
 def _in_data_source(page: dict[str, Any]) -> bool:

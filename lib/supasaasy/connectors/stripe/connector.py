@@ -16,58 +16,69 @@ from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-import httpx
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from ...config import AppConfig
 from .. import register
 from ..base import (
     ChildSet,
-    ConfigError,
-    Connector,
     ConnectorMetadata,
     Deletion,
+    Listing,
     Page,
     ProviderError,
-    RateLimiter,
-    Record,
     Resource,
     SignatureError,
     WebhookEvent,
     WebhookEventError,
-    connector_settings,
     hmac_matches,
-    secret_from_env,
 )
-from ..http import ProviderClient, RetryPolicy
-from ..paginators import StartingAfterPaginator, paginate
+from ..http import HttpConnector, HttpSettings
+from ..paginators import Objects, StartingAfterPaginator
 
 API_VERSION = "2025-02-24.acacia"
 EVENTS_RETENTION_SECONDS = 30 * 24 * 3600
 
-RESOURCES = (
-    Resource("customer", "stripe_customer", "Stripe customers"),
-    Resource("product", "stripe_product", "Stripe products"),
-    Resource("price", "stripe_price", "Stripe prices"),
-    Resource("plan", "stripe_plan", "Stripe plans (legacy)"),
-    Resource("subscription", "stripe_subscription", "Stripe subscriptions"),
-    Resource("subscription_item", "stripe_subscription_item", "Stripe subscription items",
-             supports_incremental=False, synced_with_parent="subscription"),
-)  # fmt: skip
-
-LIST_PATHS = {
-    "customer": "/v1/customers",
-    "product": "/v1/products",
-    "price": "/v1/prices",
-    "plan": "/v1/plans",
-    "subscription": "/v1/subscriptions",
-}
-# Subscriptions of every status; other lists include inactive objects by default.
-LIST_PARAMS: dict[str, dict[str, str]] = {"subscription": {"status": "all"}}
-# Objects with an `active` flag: inactive ones are stored with archived_at.
-ARCHIVABLE = frozenset({"product", "price", "plan"})
-# Subscriptions that have ended for good are stored with archived_at too.
+# Subscriptions that have ended for good are stored with archived_at.
 ENDED_SUBSCRIPTION = frozenset({"canceled", "incomplete_expired"})
+
+
+def _inactive(obj: dict[str, Any]) -> bool:
+    """Objects with an `active` flag: inactive ones are stored with archived_at."""
+    return obj.get("active") is False
+
+
+def _ended(subscription: dict[str, Any]) -> bool:
+    return subscription.get("status") in ENDED_SUBSCRIPTION
+
+
+def _list(path: str, **request: Any) -> Listing:
+    """A Stripe list: `data` and `has_more`, paged with `starting_after`."""
+    return Listing(path, paginator=StartingAfterPaginator, request=request,
+                   page_size_param="limit")  # fmt: skip
+
+
+RESOURCES = (
+    Resource("customer", "stripe_customer", "Stripe customers",
+             listing=_list("/v1/customers"), created_field="created"),
+    Resource("product", "stripe_product", "Stripe products",
+             listing=_list("/v1/products"), archived=_inactive, created_field="created",
+             updated_field="updated"),
+    Resource("price", "stripe_price", "Stripe prices",
+             listing=_list("/v1/prices"), archived=_inactive, created_field="created"),
+    Resource("plan", "stripe_plan", "Stripe plans (legacy)",
+             listing=_list("/v1/plans"), archived=_inactive, created_field="created"),
+    # Subscriptions of every status; other lists include inactive objects by default.
+    Resource("subscription", "stripe_subscription", "Stripe subscriptions",
+             listing=_list("/v1/subscriptions", status="all"), archived=_ended,
+             created_field="created"),
+    Resource("subscription_item", "stripe_subscription_item", "Stripe subscription items",
+             supports_incremental=False, synced_with_parent="subscription",
+             listing=Listing("/v1/subscription_items", paginator=StartingAfterPaginator,
+                             request={"limit": 100}),
+             created_field="created"),
+)  # fmt: skip
+# Events, newest first; 100 a page (the most Stripe gives).
+EVENTS = Listing("/v1/events", paginator=StartingAfterPaginator, request={"limit": 100})
 # Stripe's request limits: live mode allows about 100 a second, test mode 25.
 LIVE_REQUESTS_PER_SECOND = 100.0
 TEST_REQUESTS_PER_SECOND = 25.0
@@ -91,30 +102,22 @@ EVENT_TYPES = {
 # A canceled subscription still exists upstream: its event carries its final state.
 NOT_A_DELETION = frozenset({"customer.subscription.deleted"})
 EVENT_RESOURCE = {event: resource for resource, events in EVENT_TYPES.items() for event in events}
-ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
 
 
-class StripeSettings(BaseModel):
+class StripeSettings(HttpSettings):
     """The `config` of an app whose connector is `stripe`."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    api_key_env: str = Field(min_length=1, pattern=ENV_NAME)
-    api_base: str = "https://api.stripe.com"
+    api_base: str = Field(default="https://api.stripe.com", pattern=r"^https?://\S+$")
     api_version: str = API_VERSION
     page_size: int = Field(default=100, ge=1, le=100)
-    # Unset: Stripe's limit for the key's mode (live 100, test 25).
-    requests_per_second: float | None = Field(default=None, gt=0)
-    max_retries: int = Field(default=5, ge=0, le=20)
-    timeout_seconds: float = Field(default=30.0, gt=0)
-    # The variable holding the webhook endpoint's signing secret (whsec_...).
-    webhook_secret_env: str | None = Field(default=None, pattern=ENV_NAME)
-    # A signature older than this is refused (a replayed request).
+    # requests_per_second unset: Stripe's limit for the key's mode (live 100, test 25).
+    # webhook_secret_env names the endpoint's signing secret (whsec_...). A signature
+    # older than this is refused (a replayed request):
     webhook_tolerance_seconds: int = Field(default=300, ge=1)
 
 
 @register
-class StripeConnector(Connector):
+class StripeConnector(HttpConnector):
     metadata = ConnectorMetadata(
         name="stripe",
         display_name="Stripe",
@@ -122,26 +125,14 @@ class StripeConnector(Connector):
         resources=RESOURCES,
         sql_files=("20261202000400_stripe_views.sql",),
     )
+    settings_model = StripeSettings
+    settings: StripeSettings
 
-    def __init__(self, app: AppConfig, *, rate_limiter: RateLimiter | None = None) -> None:
-        super().__init__(app, rate_limiter=rate_limiter)
-        self.settings = connector_settings(StripeSettings, app, "stripe")
-        api_key = secret_from_env(app, "stripe", self.settings.api_key_env)
+    def headers(self, api_key: str) -> dict[str, str]:
+        """The key, and the API version the payloads are asked in; a live key (not a
+        test one) sets `live`."""
         self.live = api_key.startswith(("sk_live_", "rk_live_"))
-        self.http = ProviderClient(
-            "Stripe",
-            httpx.Client(
-                base_url=self.settings.api_base,
-                headers={
-                    "Authorization": f"Bearer {api_key}",
-                    "Stripe-Version": self.settings.api_version,
-                },
-                timeout=self.settings.timeout_seconds,
-            ),
-            lambda: self.rate_limiter.acquire(),
-            RetryPolicy(max_retries=self.settings.max_retries),
-        )
-        self.http.seconds_left = self.seconds_left
+        return {"Authorization": f"Bearer {api_key}", "Stripe-Version": self.settings.api_version}
 
     @property
     def incremental_horizon(self) -> float:
@@ -157,47 +148,53 @@ class StripeConnector(Connector):
             return self.settings.requests_per_second
         return LIVE_REQUESTS_PER_SECOND if self.live else TEST_REQUESTS_PER_SECOND
 
-    def close(self) -> None:
-        self.http.client.close()
-
     # -- full sync -------------------------------------------------------------
 
-    def full_sync(self, resource_type: str, *, cursor: str | None = None) -> Iterator[Page]:
-        path = self._list_path(resource_type)
-        params: dict[str, Any] = {
-            "limit": self.settings.page_size,
-            **LIST_PARAMS.get(resource_type, {}),
-        }
-        if self.app.sync_from is not None:
-            params["created[gte]"] = int(self.app.sync_from.timestamp())
-        for objects, after in self._pages(path, params, cursor):
-            page = Page(cursor=after)
-            for obj in objects:
-                self._add(page, resource_type, obj)
-            yield page
+    def list_request(self, resource: Resource) -> dict[str, Any]:
+        """Only objects created from the app's `sync_from`, if it has one."""
+        if self.app.sync_from is None:
+            return {}
+        return {"created[gte]": int(self.app.sync_from.timestamp())}
+
+    def add(
+        self,
+        page: Page,
+        resource: Resource,
+        obj: dict[str, Any],
+        *,
+        observed: datetime | None = None,
+        api_version: str | None = None,
+    ) -> None:
+        """The object's record; a subscription's with a record per item."""
+        kind = resource.resource_type
+        page.records.append(self.record(kind, obj, observed_at=observed, api_version=api_version))
+        if kind == "subscription":
+            for item in self._subscription_items(obj):
+                page.records.append(self.record("subscription_item", item, observed_at=observed,
+                                                api_version=api_version))  # fmt: skip
 
     # -- incremental sync ------------------------------------------------------
 
     def incremental_sync(
         self, resource_type: str, *, since: datetime, cursor: str | None = None
     ) -> Iterator[Page]:
-        self._list_path(resource_type)
-        params: dict[str, Any] = {"limit": 100, "created[gte]": int(since.timestamp())}
+        resource = self.task_resource(resource_type)
+        request: dict[str, Any] = {"created[gte]": int(since.timestamp())}
         for i, event_type in enumerate(EVENT_TYPES[resource_type]):
-            params[f"types[{i}]"] = event_type
+            request[f"types[{i}]"] = event_type
         handled: set[str] = set()
-        for events, after in self._pages("/v1/events", params, cursor):
+        for events, after in self.listed(EVENTS, cursor, request):
             page = Page(cursor=after)
             for event in events:
                 obj = _event_object(event)
                 if obj["id"] in handled:  # newest first: an older state of a done object
                     continue
                 handled.add(obj["id"])
-                self._add_event(page, resource_type, event, obj)
+                self._add_event(page, resource, event, obj)
             yield page
 
     def _add_event(
-        self, page: Page, resource_type: str, event: dict[str, Any], obj: dict[str, Any]
+        self, page: Page, resource: Resource, event: dict[str, Any], obj: dict[str, Any]
     ) -> None:
         """What one event of the resource changes: its object's state as of the event
         (with the subscription's whole set of items), or its deletion."""
@@ -205,10 +202,10 @@ class StripeConnector(Connector):
         version = event.get("api_version") or None
         event_type = str(event.get("type", ""))
         if event_type.endswith(".deleted") and event_type not in NOT_A_DELETION:
-            page.deletions.append(Deletion(self._collection(resource_type), obj["id"], observed))
+            page.deletions.append(Deletion(resource.collection_key, obj["id"], observed))
             return
-        self._add(page, resource_type, obj, observed=observed, api_version=version)
-        if resource_type == "subscription":
+        self.add(page, resource, obj, observed=observed, api_version=version)
+        if resource.resource_type == "subscription":
             page.child_sets.append(
                 ChildSet("stripe_subscription_item", "subscription", obj["id"], observed)
             )
@@ -243,96 +240,27 @@ class StripeConnector(Connector):
         resource = EVENT_RESOURCE.get(event_type)
         if resource is not None and self.syncs(resource):
             found.page = Page()
-            self._add_event(found.page, resource, event, obj)
+            self._add_event(found.page, self.metadata.resource(resource), event, obj)
         return found
 
     # -- helpers ---------------------------------------------------------------
 
-    def _list_path(self, resource_type: str) -> str:
-        resource = self.metadata.resource(resource_type)
-        if resource.synced_with_parent is not None:
-            raise ConfigError(
-                f"stripe {resource_type} is synced with its {resource.synced_with_parent}"
-            )
-        return LIST_PATHS[resource_type]
-
-    def _collection(self, resource_type: str) -> str:
-        return self.metadata.resource(resource_type).collection_key
-
-    def _pages(
-        self, path: str, params: dict[str, Any], cursor: str | None
-    ) -> Iterator[tuple[list[dict[str, Any]], str | None]]:
-        """(objects, cursor after them or None at the end) for each list page of `path`,
-        starting after `cursor`. A page without objects that says more follow, or a
-        cursor that comes back, fails (ProviderError)."""
-        return paginate(
-            lambda query: self.http.get_json(path, query),
-            params,
-            StartingAfterPaginator(f"Stripe GET {path}", cursor),
-            lambda body: _objects(body, path),
-        )
-
-    def _add(
-        self,
-        page: Page,
-        resource_type: str,
-        obj: dict[str, Any],
-        *,
-        observed: datetime | None = None,
-        api_version: str | None = None,
-    ) -> None:
-        archived = (resource_type in ARCHIVABLE and obj.get("active") is False) or (
-            resource_type == "subscription" and obj.get("status") in ENDED_SUBSCRIPTION
-        )
-        page.records.append(
-            Record(
-                self._collection(resource_type),
-                obj["id"],
-                obj,
-                archived=archived,
-                observed_at=observed,
-                api_version=api_version,
-            )
-        )
-        if resource_type == "subscription":
-            for item in self._subscription_items(obj):
-                page.records.append(
-                    Record(
-                        "stripe_subscription_item",
-                        item["id"],
-                        item,
-                        observed_at=observed,
-                        api_version=api_version,
-                    )
-                )
+    def page_objects(self, body: dict[str, Any], key: str, where: str) -> Objects:
+        """A Stripe list's `data`; every list has `has_more` too."""
+        if not isinstance(body.get("data"), list) or not isinstance(body.get("has_more"), bool):
+            raise ProviderError(f"{where} returned a page without data/has_more")
+        return super().page_objects(body, key, where)
 
     def _subscription_items(self, subscription: dict[str, Any]) -> list[dict[str, Any]]:
         """All items of a subscription: those embedded, or all of them when there are more."""
+        items = self.metadata.resource("subscription_item").listing
+        assert items is not None
         embedded = subscription.get("items")
-        if (
-            isinstance(embedded, dict)
-            and isinstance(embedded.get("data"), list)
-            and embedded.get("has_more") is False
-        ):
-            return _checked(embedded["data"], f"the items of {subscription['id']}")
-        path = "/v1/subscription_items"
-        params = {"subscription": subscription["id"], "limit": 100}
-        return [item for items, _ in self._pages(path, params, None) for item in items]
-
-
-def _checked(objects: list[Any], where: str) -> list[dict[str, Any]]:
-    for position, obj in enumerate(objects):
-        if not isinstance(obj, dict) or not isinstance(obj.get("id"), str) or not obj["id"]:
-            raise ProviderError(
-                f"Stripe returned a malformed object (no id) at position {position} of {where}"
-            )
-    return objects
-
-
-def _objects(body: dict[str, Any], path: str) -> list[dict[str, Any]]:
-    if not isinstance(body.get("data"), list) or not isinstance(body.get("has_more"), bool):
-        raise ProviderError(f"Stripe GET {path} returned a page without data/has_more")
-    return _checked(body["data"], f"a page of {path}")
+        if isinstance(embedded, dict) and embedded.get("has_more") is False:
+            where = f"Stripe: the items of {subscription['id']}"
+            return self.page_objects(embedded, "data", where)
+        request = {"subscription": subscription["id"]}
+        return [item for found, _ in self.listed(items, None, request) for item in found]
 
 
 def _event_time(event: dict[str, Any]) -> datetime:
