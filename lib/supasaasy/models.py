@@ -118,6 +118,8 @@ class BatchRow(TypedDict):
     archived: NotRequired[bool]
     api_version: NotRequired[str]
     observed_at: NotRequired[str]  # ISO 8601
+    source_created_at: NotRequired[str]  # ISO 8601
+    source_updated_at: NotRequired[str]  # ISO 8601
 
 
 class BatchDeletion(TypedDict):

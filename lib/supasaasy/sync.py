@@ -438,6 +438,10 @@ def batch_row(record: Record) -> BatchRow:
         row["api_version"] = record.api_version
     if record.observed_at:
         row["observed_at"] = record.observed_at.isoformat()
+    if record.created_at:
+        row["source_created_at"] = record.created_at.isoformat()
+    if record.updated_at:
+        row["source_updated_at"] = record.updated_at.isoformat()
     return row
 
 

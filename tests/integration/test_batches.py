@@ -35,8 +35,10 @@ def batch(task: SyncTask, rows: list[BatchRow], **extra: Any) -> WriteBatch:
 
 
 def row(n: int, **payload: Any) -> BatchRow:
+    created = 1_700_000_000 + n
     return {"collection_key": "stripe_customer", "external_id": f"cus_{n}",
-            "raw_payload": {"id": f"cus_{n}", "created": 1_700_000_000 + n, **payload}}  # fmt: skip
+            "raw_payload": {"id": f"cus_{n}", "created": created, **payload},
+            "source_created_at": datetime.fromtimestamp(created, UTC).isoformat()}  # fmt: skip
 
 
 def stored(pg: Pg, app_key: str) -> dict[str, tuple[Any, ...]]:
@@ -191,6 +193,27 @@ def test_child_sets_remove_children_the_parent_no_longer_has(
     ))  # fmt: skip
     assert result.deleted == 1
     assert set(stored(pg, app_key)) == {"si_2", "si_3"}
+
+
+def test_source_times_are_stored_and_a_row_whose_times_changed_is_rewritten(
+    db: Database, pg: Pg, app_key: str
+) -> None:
+    task = claimed(db, app_key)
+    updated = {"source_updated_at": "2027-01-02T03:04:05+00:00"}
+    db.write_batch(batch(task, [row(1), {**row(2), **updated}]))  # type: ignore[typeddict-item]
+    times = "select external_id, source_created_at, source_updated_at, xmin::text from" \
+            " supasaasy.entities where app_key = %s order by external_id"  # fmt: skip
+    before = pg.execute(times, (app_key,)).fetchall()
+    assert [(r[0], r[1], r[2]) for r in before] == [
+        ("cus_1", datetime.fromtimestamp(1_700_000_001, UTC), None),
+        ("cus_2", datetime.fromtimestamp(1_700_000_002, UTC),
+         datetime(2027, 1, 2, 3, 4, 5, tzinfo=UTC)),
+    ]  # fmt: skip
+    later = {"source_updated_at": "2027-01-03T00:00:00+00:00"}
+    again = db.write_batch(batch(task, [row(1), {**row(2), **later}], cursor="c2"))  # type: ignore[typeddict-item]
+    assert (again.updated, again.unchanged) == (1, 1)
+    after = pg.execute(times, (app_key,)).fetchall()
+    assert after[0] == before[0] and after[1][2] == datetime(2027, 1, 3, tzinfo=UTC)
 
 
 def test_finish_sweeps_unseen_rows_in_the_window_and_records_the_watermark(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from decimal import Decimal
 
 import psycopg
 from catalog import describe, difference
@@ -111,3 +112,44 @@ def test_two_runs_at_once_apply_each_migration_once(
     assert errors == []
     assert sorted(results) == [0, len(package_migrations())]
     assert difference(describe(stack.database_url), describe(url)) == ""
+
+
+def test_rows_stored_before_source_times_get_them_from_their_payloads(
+    new_database: Callable[[], str],
+) -> None:
+    url = new_database()
+    earlier = [m for m in package_migrations() if m.version < "20261202001000"]
+    apply_migrations(url, earlier)
+    payloads = {
+        "stripe": {"id": "cus_1", "created": 1_700_000_000},
+        "product": {"id": "prod_1", "created": 1_700_000_000, "updated": 1_700_000_500},
+        "intercom": {"id": "1", "created_at": 1_700_000_000, "updated_at": 1_700_000_900.5},
+        "notion": {"id": "p", "created_time": "2023-11-14T22:13:00.000Z",
+                   "last_edited_time": "2023-11-15T08:00:00+01:00"},
+        "unzoned": {"id": "u", "created_time": "2023-11-14T22:13:00"},
+        "junk": {"id": "j", "created_time": "soon", "updated_at": "2023-13-45T00:00:00Z"},
+        "none": {"id": "n"},
+    }  # fmt: skip
+    with psycopg.connect(url, autocommit=True) as conn:
+        for key, payload in payloads.items():
+            conn.execute("insert into supasaasy.entities (app_key, collection_key, external_id,"
+                         " raw_payload) values ('old', 'c', %s, %s)",
+                         (key, psycopg.types.json.Jsonb(payload)))  # fmt: skip
+    assert [m.version for m in apply_migrations(url)] == [
+        m.version for m in package_migrations() if m not in earlier
+    ]
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            "select external_id, extract(epoch from source_created_at),"
+            " extract(epoch from source_updated_at) from supasaasy.entities"
+        )
+        found = {key: (created, updated) for key, created, updated in rows}
+    assert found == {
+        "stripe": (1_700_000_000, None),
+        "product": (1_700_000_000, 1_700_000_500),
+        "intercom": (1_700_000_000, Decimal("1700000900.5")),
+        "notion": (1_700_000_000 - 20, 1_700_031_600),
+        "unzoned": (None, None),
+        "junk": (None, None),
+        "none": (None, None),
+    }

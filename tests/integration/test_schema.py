@@ -35,7 +35,6 @@ FUNCTIONS = (
     "bound_lock_waits(jsonb)",
     "requeue_stale_tasks(interval,integer)",
     "cleanup_old_jobs(integer)",
-    "payload_created_at(jsonb)",
     "task_lease(uuid,integer,boolean)",
     "advance_checkpoint(uuid,integer,integer,text,integer)",
     "write_batch(jsonb)",

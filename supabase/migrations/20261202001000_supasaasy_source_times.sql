@@ -1,0 +1,1 @@
+../../lib/supasaasy/sql/migrations/20261202001000_supasaasy_source_times.sql
