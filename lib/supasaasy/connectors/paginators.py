@@ -1,13 +1,22 @@
 """Paginators: how one listing moves from page to page, one class per paging style.
 
+- StartingAfterPaginator: the last object's id as the next page's cursor (Stripe).
+- BodyCursorPaginator: the next page's cursor read from the body (Notion, Intercom).
+- NextUrlPaginator: the next page's URL read from the body, requested as it is.
+- ScrollPaginator: one scroll value sent back until an empty page (Intercom companies).
+- PageNumberPaginator: numbered pages, to a short page or a total.
+- SearchAfterPaginator: the last object's sort values as the next page's start (keyset).
+
 A paginator is made for one listing, from the cursor a task saved (None: from the
 start). `prepare` turns the listing's request (query parameters or a JSON body) into the
-request for the next page; `update` reads the page that came back and sets `cursor` to
-the saved form of the next page's cursor, or None at the end. `paginate` drives the
-loop. A provider that contradicts itself fails the listing with ProviderError instead of
-ending it early (a full sync would then sweep away what it did not see) or looping: an
-object without an id, a cursor that comes back, an empty page that says more follow
-(unless the paginator is told to follow such pages), more said without a way on.
+request for the next page, and `url`, when not None, is where that page is (the fetch
+given to `paginate` requests it instead of the listing's path); `update` reads the page
+that came back and sets `cursor` to the saved form of the next page's cursor, or None at
+the end. `paginate` drives the loop. A provider that contradicts itself fails the
+listing with ProviderError instead of ending it early (a full sync would then sweep away
+what it did not see) or looping: an object without an id, a cursor that comes back (or
+sort values that do not move on), an empty page that says more follow (unless the
+paginator is told to follow such pages), more said without a way on.
 
 Saved cursors keep the form a paginator was given (`prefix` + the provider's cursor):
 tasks store them and resume from them.
@@ -15,9 +24,11 @@ tasks store them and resume from them.
 
 from __future__ import annotations
 
+import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Literal
+from urllib.parse import urljoin, urlsplit
 
 from .base import ProviderError
 
@@ -73,6 +84,14 @@ class Paginator(ABC):
     def prepare(self, request: dict[str, Any]) -> dict[str, Any]:
         """The request for the next page: `request` with the cursor set, if any."""
         return request
+
+    @property
+    def url(self) -> str | None:
+        """Where the next page is when the paging names it (NextUrlPaginator), else None:
+        the fetch requests this absolute URL instead of the listing's, with the prepared
+        request as its query, or None when that is empty (httpx replaces a URL's query
+        with any params given, even {})."""
+        return None
 
     @abstractmethod
     def update(self, body: dict[str, Any], objects: Objects) -> None:
@@ -199,6 +218,62 @@ class BodyCursorPaginator(_CursorPaginator):
         return following if more else None
 
 
+class NextUrlPaginator(BodyCursorPaginator):
+    """The next page's URL read from the body at `next_path` (absolute, or relative to
+    the page that names it), with `has_more` as in BodyCursorPaginator. `url` is the
+    listing's absolute URL: the first page, requested with the listing's request; next
+    pages are requested at their URL as it is (its query holds everything), with an
+    empty request. A URL on another origin (scheme, host, port) than `url` is refused:
+    the credentials would go there. Saved cursors are `prefix` and the absolute URL.
+
+    The fetch given to `paginate` requests `paginator.url`, e.g.
+    `paginate(lambda query: http.get_json(pages.url, query or None), ...)`."""
+
+    def __init__(
+        self,
+        where: str,
+        cursor: str | None = None,
+        *,
+        url: str,
+        next_path: Sequence[str],
+        has_more: str | None = None,
+        empty_with_more: EmptyWithMore = "fail",
+        prefix: str = "",
+    ) -> None:
+        if not urlsplit(url).netloc:
+            raise ValueError(f"url must be absolute, not {url!r}")
+        # param=(): the cursor is the URL itself, never a parameter (see prepare).
+        super().__init__(where, cursor, param=(), next_path=next_path, has_more=has_more,
+                         empty_with_more=empty_with_more, prefix=prefix)  # fmt: skip
+        self.first = url
+        if self.raw:
+            self._same_origin(self.raw, "saved cursor")
+
+    @property
+    def url(self) -> str:
+        return self.raw or self.first
+
+    def prepare(self, request: dict[str, Any]) -> dict[str, Any]:
+        return {} if self.raw else request
+
+    def _next(self, body: dict[str, Any], objects: Objects) -> str | None:
+        following = super()._next(body, objects)
+        if following is None:
+            return None
+        return self._same_origin(urljoin(self.url, following), "next URL")
+
+    def _same_origin(self, url: str, what: str) -> str:
+        origin = urlsplit(self.first)
+        found = urlsplit(url)
+        if (found.scheme.lower(), found.netloc.lower()) != (
+            origin.scheme.lower(), origin.netloc.lower()):  # fmt: skip
+            raise ProviderError(
+                f"{self.where}: the {what} {url[:200]!r} is not on {origin.scheme}://"
+                f"{origin.netloc}: not followed (the credentials would go there)"
+            )
+        return url
+
+
 class ScrollPaginator(Paginator):
     """A scroll: the body's `param` (one value for the whole scroll, not a place in it)
     is sent back for the next page, and an empty page ends it. A scroll cannot resume
@@ -296,6 +371,87 @@ class PageNumberPaginator(Paginator):
         self.done = not more
 
 
+class SearchAfterPaginator(Paginator):
+    """Keyset paging (Elasticsearch's `search_after`, `after` on a sort key): the next
+    page starts after the last object's values of `fields` (the listing's sort, all one
+    way: `descending` or not), sent as `param`, a list (one value for one field). A page
+    shorter than `page_size` ends it or, given `has_more`, that boolean in the body says
+    whether more follow. Values that are not after the page before's are a loop. Saved
+    cursors are `prefix` and the values as a JSON list."""
+
+    def __init__(
+        self,
+        where: str,
+        cursor: str | None = None,
+        *,
+        fields: Sequence[str],
+        page_size: int,
+        param: Param = "search_after",
+        has_more: str | None = None,
+        descending: bool = False,
+        prefix: str = "",
+    ) -> None:
+        super().__init__(where, cursor, prefix=prefix)
+        self.fields = tuple(fields)
+        self.page_size = page_size
+        self.param = (param,) if isinstance(param, str) else tuple(param)
+        self.has_more = has_more
+        self.descending = descending
+        raw = self.raw
+        self.values = None if raw is None else self._saved(raw)
+
+    def _saved(self, raw: str) -> list[Any]:
+        try:
+            values = json.loads(raw)
+        except ValueError:
+            values = None
+        if not isinstance(values, list) or len(values) != len(self.fields) or not all(
+            map(_sortable, values)):  # fmt: skip
+            raise ProviderError(
+                f"{self.where}: the saved cursor {raw[:64]!r} is not a JSON list of"
+                f" {len(self.fields)} sort values ({', '.join(self.fields)})"
+            )
+        return values
+
+    def prepare(self, request: dict[str, Any]) -> dict[str, Any]:
+        if self.values is None:
+            return request
+        return _with(request, self.param, self.values if len(self.values) > 1 else self.values[0])
+
+    def update(self, body: dict[str, Any], objects: Objects) -> None:
+        self._check_ids(objects)
+        rows = [[self._value(obj, field, at) for field in self.fields]
+                for at, obj in enumerate(objects)]  # fmt: skip
+        more = body.get(self.has_more) if self.has_more else len(objects) >= self.page_size
+        if not isinstance(more, bool):
+            raise ProviderError(f"{self.where} returned a page without {self.has_more}")
+        if more and not objects:
+            raise more_without_objects(self.where)
+        if rows and self.values is not None and not self._after(rows[-1], self.values):
+            raise ProviderError(
+                f"{self.where} returned a page ending at {_compact(rows[-1])}, not after"
+                f" {_compact(self.values)}: its paging loops"
+            )
+        self.values = rows[-1] if rows else self.values
+        self.cursor = self.prefix + _compact(rows[-1]) if more else None
+        self.done = not more
+
+    def _value(self, obj: dict[str, Any], field: str, position: int) -> Any:
+        value = obj.get(field)
+        if not _sortable(value):
+            raise ProviderError(
+                f"{self.where} returned an object without {field} (a string or number)"
+                f" at position {position}"
+            )
+        return value
+
+    def _after(self, values: list[Any], before: list[Any]) -> bool:
+        try:
+            return values < before if self.descending else values > before
+        except TypeError:
+            return False
+
+
 def paginate(
     fetch: Callable[[dict[str, Any]], dict[str, Any]],
     request: dict[str, Any],
@@ -311,6 +467,14 @@ def paginate(
         yield found, paginator.cursor
         if paginator.done:
             return
+
+
+def _sortable(value: Any) -> bool:
+    return isinstance(value, str | int | float) and not isinstance(value, bool)
+
+
+def _compact(values: list[Any]) -> str:
+    return json.dumps(values, separators=(",", ":"))
 
 
 def _with(request: dict[str, Any], path: tuple[str, ...], value: Any) -> dict[str, Any]:
