@@ -318,18 +318,22 @@ class HttpConnector(Connector):
             sent = _with(sent, (param,) if isinstance(param, str) else param,
                          self.settings.page_size)  # fmt: skip
 
+        pager = listing.paginator(where, cursor, prefix=prefix) if listing.paginator else None
+
         def fetch(body: dict[str, Any]) -> dict[str, Any]:
+            # A paginator that follows next-page URLs names the page's own.
+            path = (pager.url if pager is not None else None) or listing.path
             if listing.method == "GET":
-                return self.http.get_json(listing.path, body or None)
-            return self.http.post_json(listing.path, body)
+                return self.http.get_json(path, body or None)
+            return self.http.post_json(path, body)
 
         def objects(body: dict[str, Any]) -> Objects:
             return self.page_objects(body, listing.key, where)
 
-        if listing.paginator is None:
+        if pager is None:
             yield objects(fetch(sent)), None
             return
-        yield from paginate(fetch, sent, listing.paginator(where, cursor, prefix=prefix), objects)
+        yield from paginate(fetch, sent, pager, objects)
 
     def page_objects(self, body: dict[str, Any], key: str, where: str) -> Objects:
         """The objects of a page (its `key`), each an object with an id, or ProviderError
