@@ -16,6 +16,7 @@ noisy, so absolute times vary from run to run and ratios much less.
 5. Cold start of each function entry point, and its first request (median of 5 processes).
 6. Peak memory of a worker syncing 1,000 and 20,000 entities.
 7. Latency of POST /sync and of a job-status read.
+8. What the collection-first entities key costs writes (bench/key_order.py).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import key_order
 import orjson
 import psycopg
 from rich.console import Console
@@ -582,6 +584,14 @@ def report(results: dict[str, Any]) -> Table:
             "< 20",
             results["memory"]["growth_mb"] < 20,
         )
+    if "key_order" in results:
+        add(
+            "write-only, entities key led by the collection / by the app",
+            results["key_order"]["new_over_old"],
+            ".2f",
+            "<= 1.10",
+            results["key_order"]["new_over_old"] <= 1.10,
+        )
     for name, values in results.get("latency", {}).items():
         add(
             f"{name} latency p50 / p95 (ms)",
@@ -648,6 +658,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             memory(bench)
             cold_start(bench)
             latency(bench)
+            bench.results["key_order"] = key_order.measure(info.database_url)
             return bench.results
     finally:
         shutil.rmtree(state, ignore_errors=True)

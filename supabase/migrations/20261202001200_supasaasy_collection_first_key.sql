@@ -1,0 +1,1 @@
+../../lib/supasaasy/sql/migrations/20261202001200_supasaasy_collection_first_key.sql
