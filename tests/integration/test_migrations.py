@@ -135,6 +135,8 @@ def test_rows_stored_before_source_times_get_them_from_their_payloads(
             conn.execute("insert into supasaasy.entities (app_key, collection_key, external_id,"
                          " raw_payload) values ('old', 'c', %s, %s)",
                          (key, psycopg.types.json.Jsonb(payload)))  # fmt: skip
+    with psycopg.connect(url) as conn:
+        written = conn.execute("select external_id, updated_at from supasaasy.entities").fetchall()
     assert [m.version for m in apply_migrations(url)] == [
         m.version for m in package_migrations() if m not in earlier
     ]
@@ -144,6 +146,8 @@ def test_rows_stored_before_source_times_get_them_from_their_payloads(
             " extract(epoch from source_updated_at) from supasaasy.entities"
         )
         found = {key: (created, updated) for key, created, updated in rows}
+        kept = conn.execute("select external_id, updated_at from supasaasy.entities").fetchall()
+    assert sorted(kept) == sorted(written)  # filled in, not written: updated_at stays
     assert found == {
         "stripe": (1_700_000_000, None),
         "product": (1_700_000_000, 1_700_000_500),

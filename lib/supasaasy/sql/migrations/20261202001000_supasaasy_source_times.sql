@@ -3,7 +3,8 @@
 -- source_created_at and source_updated_at, and the deletion sweep of an app with
 -- `sync_from` reads the creation time there instead of parsing provider payloads.
 -- Rows stored before this migration get both from the fields the built-in connectors
--- read (once, here); the next write of a row sets them from its connector.
+-- read (once, here, their updated_at left as it was); the next write of a row sets them
+-- from its connector.
 
 alter table supasaasy.entities
     add column source_created_at timestamptz,
@@ -28,6 +29,8 @@ exception when others then
 end;
 $$;
 
+-- Filling in what the payloads already held is not a write of the row: updated_at stays.
+alter table supasaasy.entities disable trigger entities_touch_updated_at;
 update supasaasy.entities
    set source_created_at = coalesce(pg_temp.source_time(raw_payload -> 'created'),
                                     pg_temp.source_time(raw_payload -> 'created_at'),
@@ -37,6 +40,7 @@ update supasaasy.entities
                                     pg_temp.source_time(raw_payload -> 'last_edited_time'))
  where raw_payload ?| array['created', 'created_at', 'created_time', 'updated', 'updated_at',
                             'last_edited_time'];
+alter table supasaasy.entities enable trigger entities_touch_updated_at;
 
 -- ---------------------------------------------------------------------------
 -- Writing changes: each row's `source_created_at` and `source_updated_at` (ISO 8601)
