@@ -348,7 +348,11 @@ class ConnectorConformance:
 
     @over(task)
     def test_conformance_exhausted_retries_raise_provider_error(
-        self, provider: FakeProvider, connector: Connector, resource: str
+        self,
+        provider: FakeProvider,
+        connector: Connector,
+        resource: str,
+        caplog: pytest.LogCaptureFixture,
     ) -> None:
         provider.populate(resource)
         provider.fail_next(1000, 503, retry_after=0.01)  # the error body repeats the API key
@@ -356,6 +360,7 @@ class ConnectorConformance:
             self.drain(connector, connector.full_sync(resource))
         assert len(provider.requests) > 1, "not retried"
         assert provider.api_key not in str(failed.value)
+        assert not [r for r in caplog.records if provider.api_key in r.getMessage()]
 
     @over(task)
     def test_conformance_contradicting_pages_fail(

@@ -369,8 +369,8 @@ class FakeProvider(ABC):
             fault = self._take_fault(request.path)
             if fault is not None:
                 # Echoes the credential, as some providers do: it must not reach a message.
-                message = (f"injected {fault.status} for a request with "
-                           f"{request.headers.get('authorization', '')}")  # fmt: skip
+                credential = request.headers.get("authorization", "").rpartition(" ")[2]
+                message = f"injected {fault.status} for the key {credential}"
                 headers = {} if fault.retry_after is None else {
                     "Retry-After": str(fault.retry_after)}  # fmt: skip
                 return Reply(fault.status, self.error_body(fault.status, message), headers)
