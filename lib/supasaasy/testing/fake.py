@@ -31,8 +31,9 @@ class FakeResource:
 
     `paged`: listed over several pages (`populate` makes three pages' worth).
     `archivable`: `archive` gives an object the connector must store archived.
-    `feed_reports_deletions`: the incremental sync reports a deleted object (a Deletion,
-    or a record marked archived); without it, deleted objects leave with a full sync.
+    `feed`: the changes its change feed (what the incremental sync reads) reports; a
+    deletion comes as a Deletion or a record marked archived. Deleted objects the feed
+    leaves out go with a full sync's sweep.
     `has_created_time` / `has_updated_time`: its objects say when they were created and
     last changed (records must carry those times).
     `contradictions`: those its listing can express (default: all three when paged, an
@@ -40,7 +41,7 @@ class FakeResource:
 
     paged: bool = True
     archivable: bool = False
-    feed_reports_deletions: bool = False
+    feed: frozenset[Change] = frozenset({"created", "updated"})
     has_created_time: bool = True
     has_updated_time: bool = True
     contradictions: frozenset[Contradiction] | None = None

@@ -9,9 +9,10 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any, ClassVar
 
-from .fake import FakeProvider, FakeResource, Handler, Refused, Request
+from .fake import Change, FakeProvider, FakeResource, Handler, Refused, Request
 
 TRASHABLE = ("data_source", "page")
+ALL_CHANGES: frozenset[Change] = frozenset({"created", "updated", "deleted"})
 
 
 def notion_time(when: datetime) -> str:
@@ -22,10 +23,10 @@ def notion_time(when: datetime) -> str:
 class FakeNotion(FakeProvider):
     connector = "notion"
     resources: ClassVar[dict[str, FakeResource]] = {
-        "data_source": FakeResource(feed_reports_deletions=True),
+        "data_source": FakeResource(feed=ALL_CHANGES),
         "data_source_property": FakeResource(has_created_time=False, has_updated_time=False),
         # An archived row is in the trash, still listed by its data source.
-        "page": FakeResource(archivable=True, feed_reports_deletions=True),
+        "page": FakeResource(archivable=True, feed=ALL_CHANGES),
         "user": FakeResource(has_created_time=False, has_updated_time=False),
     }
 
