@@ -123,7 +123,7 @@ class StripeConnector(HttpConnector):
         display_name="Stripe",
         api_version=API_VERSION,
         resources=RESOURCES,
-        sql_files=("20261202000400_stripe_views.sql",),
+        sql_files=("20261202000400_stripe_views.sql", "20261202001100_stripe_billing_views.sql"),
     )
     settings_model = StripeSettings
     settings: StripeSettings

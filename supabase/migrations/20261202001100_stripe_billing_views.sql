@@ -1,0 +1,1 @@
+../../lib/supasaasy/connectors/stripe/sql/20261202001100_stripe_billing_views.sql
