@@ -281,9 +281,16 @@ class HttpConnector(Connector):
 
     def full_sync(self, resource_type: str, *, cursor: str | None = None) -> Iterator[Page]:
         resource = self.task_resource(resource_type)
+        return self.list_pages(resource, cursor, self.list_request(resource))
+
+    def list_pages(
+        self, resource: Resource, cursor: str | None, request: Mapping[str, Any] | None = None
+    ) -> Iterator[Page]:
+        """The resource's listing (with `request` added) as pages of records, each
+        object put in by `add`."""
         if resource.listing is None:
-            raise ConfigError(f"{self.metadata.name} {resource_type} has no listing")
-        for objects, after in self.listed(resource.listing, cursor, self.list_request(resource)):
+            raise ConfigError(f"{self.metadata.name} {resource.resource_type} has no listing")
+        for objects, after in self.listed(resource.listing, cursor, request):
             page = Page(cursor=after)
             for obj in objects:
                 self.add(page, resource, obj)
