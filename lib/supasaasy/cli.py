@@ -430,6 +430,30 @@ def init(
     console.print("next: edit supasaasy.toml, then `supasaasy migrate --apply` (see the README)")
 
 
+@app.command("new-connector")
+def new_connector(
+    name: Annotated[str, typer.Argument(help="the connector's name, e.g. acme")],
+    out: Annotated[
+        Path | None, typer.Option(help="the package folder (default: ./supasaasy-<name>)")
+    ] = None,
+    force: Annotated[bool, typer.Option(help="replace files that exist")] = False,
+) -> None:
+    """Scaffold an installable connector package: pyproject.toml with the
+    supasaasy.connectors entry point, a connector on the kit with one resource and its
+    typed view, a fake of its provider, and the conformance tests. Then `pip install -e
+    DIR` and `pytest` in DIR."""
+    from .scaffold import new_connector as write_package
+
+    directory = out or Path(f"supasaasy-{name.replace('_', '-')}")
+    try:
+        done = write_package(name, directory, force=force)
+    except SupasaasyError as exc:
+        raise _fail(exc) from None
+    for path, outcome in done:
+        console.print(f"{outcome:>9}  {path}")
+    console.print(escape(f"next: pip install -e '{directory}[test]' && (cd {directory} && pytest)"))
+
+
 @app.command()
 def migrate(
     apply: Annotated[bool, typer.Option(help="apply to --db-url instead of printing")] = False,

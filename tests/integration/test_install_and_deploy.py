@@ -405,3 +405,32 @@ def test_the_deployed_functions_run_a_full_sync(
     assert {collection: len(ids) for collection, ids in stored.items()} == counts
     assert stored == held
     assert status["processed_entities"] == sum(counts.values())
+
+
+# --- A third-party connector ----------------------------------------------------------
+
+
+def test_a_new_connector_package_installs_and_passes_the_conformance_suite(
+    workdir: Path, wheel: Path, cli: Venv
+) -> None:
+    # `supasaasy new-connector` from the installed package, then what its README says:
+    # `pip install -e 'DIR[test]'` (here in a virtualenv of its own, next to the wheel)
+    # and `pytest` in DIR.
+    package = workdir / "supasaasy-acme"
+    ok([cli.bin / "supasaasy", "new-connector", "acme", "--out", package], cwd=workdir,
+       env=outside_env())  # fmt: skip
+    venv = new_venv(workdir / "connector-venv", workdir)
+    sources = pip_install(venv, "--find-links", wheel.parent, "-e", f"{package}[test]",
+                          cwd=workdir, report=workdir / "connector-install.json")  # fmt: skip
+    assert sources["supasaasy"] == wheel.as_uri() and "pytest" in sources
+    output = ok([venv.python, "-m", "pytest", "-p", "no:cacheprovider", "-k", "conformance",
+                 "-q"], cwd=package, env=outside_env())  # fmt: skip
+    passed = int(output.rsplit(" passed", 1)[0].rsplit(None, 1)[-1])
+    assert passed >= 8 and " failed" not in output, output
+    # SupaSaaSy finds it through its entry point, and migrates its typed view.
+    found = ok([venv.python, "-c", "from supasaasy.connectors import connector_sources as s;"
+                " print(s()['acme'])"], cwd=workdir, env=outside_env())  # fmt: skip
+    assert found.strip().endswith("supasaasy-acme 0.1.0")
+    script = ok([venv.bin / "supasaasy", "migrate", "--no-schedules"], cwd=workdir,
+                env=outside_env())  # fmt: skip
+    assert "create or replace view supasaasy.acme_items" in script

@@ -95,3 +95,40 @@ def test_a_function_finds_its_configuration(
     chosen.write_text("job_retention_days = 9\n")
     monkeypatch.setenv("SUPASAASY_CONFIG", str(chosen))
     assert function_settings(main).job_retention_days == 9
+
+
+def _new_connector(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(app, ["new-connector", *args], terminal_width=300)
+    return result.exit_code, result.output
+
+
+def test_new_connector_writes_a_package_named_after_the_connector(tmp_path: Path) -> None:
+    out = tmp_path / "pkg"
+    code, output = _new_connector("acme_crm", "--out", str(out))
+    assert code == 0, output
+    files = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
+    views = [f for f in files if f.endswith("_acme_crm_views.sql")]
+    assert files == sorted(["pyproject.toml", "README.md", "src/supasaasy_acme_crm/__init__.py",
+                            "src/supasaasy_acme_crm/connector.py", "src/supasaasy_acme_crm/fake.py",
+                            *views, "tests/test_conformance.py"])  # fmt: skip
+    # Its view migrates after every migration of the package.
+    assert views[0].split("/")[-1] > max(m.file_name for m in package_migrations())
+    pyproject = (out / "pyproject.toml").read_text()
+    assert 'acme_crm = "supasaasy_acme_crm.connector:AcmeCrmConnector"' in pyproject
+    assert "class AcmeCrmConnector(HttpConnector)" in (
+        out / "src/supasaasy_acme_crm/connector.py").read_text()  # fmt: skip
+    compile((out / "src/supasaasy_acme_crm/fake.py").read_text(), "fake.py", "exec")
+    assert _new_connector("acme_crm", "--out", str(out))[0] == 0  # the same: unchanged
+    (out / "README.md").write_text("mine")
+    code, output = _new_connector("acme_crm", "--out", str(out))
+    assert code == 1 and "README.md" in output and (out / "README.md").read_text() == "mine"
+
+
+@pytest.mark.parametrize(("name", "problem"), [
+    ("Acme", "lower-case"), ("a", "lower-case"), ("acme-crm", "lower-case"),
+    ("stripe", "taken by an installed connector"),
+])  # fmt: skip
+def test_new_connector_refuses_a_bad_or_taken_name(tmp_path: Path, name: str, problem: str) -> None:
+    code, output = _new_connector(name, "--out", str(tmp_path / "pkg"))
+    assert code == 1 and problem in output
+    assert not (tmp_path / "pkg").exists()
