@@ -45,7 +45,7 @@ _SELECTIONS: dict[str, Selection] = {}
 Check = TypeVar("Check", bound=Callable[..., Any])
 
 
-def over(selection: Selection) -> Callable[[Check], Check]:
+def _over(selection: Selection) -> Callable[[Check], Check]:
     """Run the decorated check once per resource `selection` picks."""
 
     def register(check: Check) -> Check:
@@ -55,47 +55,47 @@ def over(selection: Selection) -> Callable[[Check], Check]:
     return register
 
 
-def task(fake: type[FakeProvider], metadata: ConnectorMetadata, resource: str) -> bool:
+def _task(fake: type[FakeProvider], metadata: ConnectorMetadata, resource: str) -> bool:
     return metadata.resource(resource).synced_with_parent is None
 
 
-def first_task(fake: type[FakeProvider], metadata: ConnectorMetadata, resource: str) -> bool:
-    return resource == metadata.task_resources[0].resource_type
+def _first_task(fake: type[FakeProvider], metadata: ConnectorMetadata, resource: str) -> bool:
+    return resource == next((r.resource_type for r in metadata.task_resources), None)
 
 
-def paged_task(fake: type[FakeProvider], metadata: ConnectorMetadata, resource: str) -> bool:
-    return task(fake, metadata, resource) and fake.resources[resource].paged
+def _paged_task(fake: type[FakeProvider], metadata: ConnectorMetadata, resource: str) -> bool:
+    return _task(fake, metadata, resource) and fake.resources[resource].paged
 
 
-def incremental(fake: type[FakeProvider], metadata: ConnectorMetadata, resource: str) -> bool:
-    return task(fake, metadata, resource) and metadata.resource(resource).supports_incremental
+def _incremental(fake: type[FakeProvider], metadata: ConnectorMetadata, resource: str) -> bool:
+    return _task(fake, metadata, resource) and metadata.resource(resource).supports_incremental
 
 
-def parent(fake: type[FakeProvider], metadata: ConnectorMetadata, resource: str) -> bool:
-    return task(fake, metadata, resource) and bool(metadata.children_of(resource))
+def _parent(fake: type[FakeProvider], metadata: ConnectorMetadata, resource: str) -> bool:
+    return _task(fake, metadata, resource) and bool(metadata.children_of(resource))
 
 
-def archivable(fake: type[FakeProvider], metadata: ConnectorMetadata, resource: str) -> bool:
-    return task(fake, metadata, resource) and fake.resources[resource].archivable
+def _archivable(fake: type[FakeProvider], metadata: ConnectorMetadata, resource: str) -> bool:
+    return _task(fake, metadata, resource) and fake.resources[resource].archivable
 
 
-def timed(fake: type[FakeProvider], metadata: ConnectorMetadata, resource: str) -> bool:
+def _timed(fake: type[FakeProvider], metadata: ConnectorMetadata, resource: str) -> bool:
     spec = fake.resources[resource]
     return spec.has_created_time or spec.has_updated_time
 
 
-def metadata_of(fake: type[FakeProvider]) -> ConnectorMetadata:
+def _metadata_of(fake: type[FakeProvider]) -> ConnectorMetadata:
     """The metadata of the connector a fake provider stands in for."""
     return connector_class(AppConfig(app_key=fake.app_key, connector=fake.connector)).metadata
 
 
-def records(pages: list[Page], collection_key: str) -> list[Record]:
+def _records(pages: list[Page], collection_key: str) -> list[Record]:
     return [r for page in pages for r in page.records if r.collection_key == collection_key]
 
 
-def ids(pages: list[Page], collection_key: str) -> list[str]:
+def _ids(pages: list[Page], collection_key: str) -> list[str]:
     """The external ids of a collection's records, sorted (repeats kept)."""
-    return sorted(r.external_id for r in records(pages, collection_key))
+    return sorted(r.external_id for r in _records(pages, collection_key))
 
 
 class ConnectorConformance:
@@ -129,7 +129,7 @@ class ConnectorConformance:
         if selection is None:
             yield ()
             return
-        metadata = metadata_of(fake)
+        metadata = _metadata_of(fake)
         for resource in metadata.resources:
             name = resource.resource_type
             if name not in fake.resources or not selection(fake, metadata, name):
@@ -141,10 +141,9 @@ class ConnectorConformance:
 
     def _marks(self, check: str, case: str) -> tuple[pytest.MarkDecorator, ...]:
         found = self.expected_failures.get(f"{check}[{case}]")
-        if found is None:
-            return ()
-        return (pytest.mark.xfail(reason=found, strict=True),) if isinstance(found, str) else (
-            found,)  # fmt: skip
+        if isinstance(found, str):
+            return (pytest.mark.xfail(reason=found, strict=True),)
+        return () if found is None else (found,)
 
     # -- fixtures --------------------------------------------------------------------
 
@@ -176,11 +175,11 @@ class ConnectorConformance:
         """Every page of a sync; the test fails when it pages longer than
         `guard_seconds` (a loop)."""
         found: list[Page] = []
-        connector.deadline = time.monotonic() + self.guard_seconds
+        deadline = connector.deadline = time.monotonic() + self.guard_seconds
         try:
             for page in pages:
                 found.append(page)
-                if time.monotonic() > connector.deadline:
+                if time.monotonic() > deadline:
                     raise OutOfTimeError("still paging")
         except OutOfTimeError:
             pytest.fail(f"still paging after {self.guard_seconds} s ({len(found)} pages): a loop")
@@ -191,7 +190,7 @@ class ConnectorConformance:
     # -- the checks ------------------------------------------------------------------
 
     def test_conformance_metadata_is_complete(self, provider_class: type[FakeProvider]) -> None:
-        metadata = metadata_of(provider_class)
+        metadata = _metadata_of(provider_class)
         assert metadata.name == provider_class.connector
         assert metadata.display_name.strip() and metadata.api_version.strip()
         assert metadata.resources, "a connector syncs at least one resource"
@@ -212,11 +211,11 @@ class ConnectorConformance:
     def test_conformance_fake_provider_covers_every_resource(
         self, provider_class: type[FakeProvider]
     ) -> None:
-        resources = {r.resource_type for r in metadata_of(provider_class).resources}
+        resources = {r.resource_type for r in _metadata_of(provider_class).resources}
         missing = resources - set(provider_class.resources)
         assert not missing, f"{provider_class.__name__} lacks {sorted(missing)}"
 
-    @over(task)
+    @_over(_task)
     def test_conformance_full_sync_pages_to_the_end(
         self, provider: FakeProvider, connector: Connector, resource: str
     ) -> None:
@@ -226,9 +225,9 @@ class ConnectorConformance:
         assert None not in [p.cursor for p in pages[:-1]], "a page before the last has no cursor"
         if provider.resources[resource].paged:
             assert len(pages) >= 3, f"{len(expected)} objects, {provider.page_size} a page"
-        assert ids(pages, connector.metadata.resource(resource).collection_key) == sorted(expected)
+        assert _ids(pages, connector.metadata.resource(resource).collection_key) == sorted(expected)
 
-    @over(paged_task)
+    @_over(_paged_task)
     def test_conformance_resuming_from_any_cursor_misses_nothing(
         self, provider: FakeProvider, connector: Connector, resource: str
     ) -> None:
@@ -240,12 +239,12 @@ class ConnectorConformance:
         for n, cursor in cursors:
             rest = self.drain(connector, connector.full_sync(resource, cursor=cursor))
             assert rest[-1].cursor is None
-            seen = set(ids(whole[: n + 1], collection)) | set(ids(rest, collection))
+            seen = set(_ids(whole[: n + 1], collection)) | set(_ids(rest, collection))
             assert seen == everything, (f"resuming from {cursor!r}: missing "
                                         f"{sorted(everything - seen)}, unknown "
                                         f"{sorted(seen - everything)}")  # fmt: skip
 
-    @over(incremental)
+    @_over(_incremental)
     def test_conformance_incremental_sync_returns_the_changes_since_the_watermark(
         self, provider: FakeProvider, connector: Connector, resource: str
     ) -> None:
@@ -257,7 +256,7 @@ class ConnectorConformance:
         [added] = provider.create(resource, at=provider.now())
         pages = self.drain(connector, connector.incremental_sync(resource, since=since))
         assert pages and pages[-1].cursor is None
-        found = records(pages, collection)
+        found = _records(pages, collection)
         feed = provider.resources[resource].feed
         expected = {i for i, change in ((changed, "updated"), (added, "created")) if change in feed}
         live = {r.external_id for r in found if not r.archived}
@@ -268,7 +267,7 @@ class ConnectorConformance:
         if "deleted" in feed:
             assert deleted in gone, "the change feed reports the deletion: it is not passed on"
 
-    @over(parent)
+    @_over(_parent)
     def test_conformance_children_come_with_their_parents_pages(
         self, provider: FakeProvider, connector: Connector, resource: str
     ) -> None:
@@ -284,7 +283,7 @@ class ConnectorConformance:
         for child in metadata.children_of(resource):
             expected = provider.ids(child.resource_type)
             assert expected, f"the fake made no {child.resource_type}"
-            assert ids(syncs["full"], child.collection_key) == sorted(expected)
+            assert _ids(syncs["full"], child.collection_key) == sorted(expected)
             changed = {c["id"] for c in provider.children(child.resource_type, first)}
             for mode, pages in syncs.items():
                 for page in pages:
@@ -297,18 +296,18 @@ class ConnectorConformance:
                               not in parents]  # fmt: skip
                     assert not strays, f"{mode} sync: {strays} come without their parent"
                     if first in parents:
-                        assert changed <= set(ids([page], child.collection_key)), (
+                        assert changed <= set(_ids([page], child.collection_key)), (
                             f"{mode} sync: {first} comes without all its {child.resource_type}"
                         )
 
-    @over(archivable)
+    @_over(_archivable)
     def test_conformance_archived_objects_are_marked_archived(
         self, provider: FakeProvider, connector: Connector, resource: str
     ) -> None:
         objects = provider.populate(resource)
         provider.archive(resource, objects[1])
         pages = self.drain(connector, connector.full_sync(resource))
-        found = records(pages, connector.metadata.resource(resource).collection_key)
+        found = _records(pages, connector.metadata.resource(resource).collection_key)
         assert sorted(r.external_id for r in found) == sorted(objects)
         assert [r.external_id for r in found if r.archived] == [objects[1]]
 
@@ -337,7 +336,7 @@ class ConnectorConformance:
         with pytest.raises(ConfigError, match=provider.api_key_env):
             create_connector(provider.app_config())
 
-    @over(task)
+    @_over(_task)
     def test_conformance_throttling_and_server_errors_are_retried(
         self, provider: FakeProvider, connector: Connector, resource: str
     ) -> None:
@@ -351,9 +350,9 @@ class ConnectorConformance:
         limited, retry = provider.requests[:2]
         assert (retry.method, retry.path) == (limited.method, limited.path)
         assert retry.at - limited.at >= RETRY_AFTER, f"retried after {retry.at - limited.at:.3f} s"
-        assert ids(pages, connector.metadata.resource(resource).collection_key) == sorted(expected)
+        assert _ids(pages, connector.metadata.resource(resource).collection_key) == sorted(expected)
 
-    @over(first_task)
+    @_over(_first_task)
     def test_conformance_server_errors_without_retry_after_are_retried(
         self, provider: FakeProvider, connector: Connector, resource: str
     ) -> None:
@@ -361,9 +360,9 @@ class ConnectorConformance:
         provider.fail_next(1, 500)
         pages = self.drain(connector, connector.full_sync(resource))
         assert [r.status for r in provider.requests[:2]] == [500, 200]
-        assert ids(pages, connector.metadata.resource(resource).collection_key) == sorted(expected)
+        assert _ids(pages, connector.metadata.resource(resource).collection_key) == sorted(expected)
 
-    @over(task)
+    @_over(_task)
     def test_conformance_exhausted_retries_raise_provider_error(
         self,
         provider: FakeProvider,
@@ -379,7 +378,7 @@ class ConnectorConformance:
         assert provider.api_key not in str(failed.value)
         assert not [r for r in caplog.records if provider.api_key in r.getMessage()]
 
-    @over(task)
+    @_over(_task)
     def test_conformance_contradicting_pages_fail(
         self,
         provider: FakeProvider,
@@ -397,9 +396,9 @@ class ConnectorConformance:
         assert provider.served, "the fake never contradicted itself: no page continued"
         collection = connector.metadata.resource(resource).collection_key
         pytest.fail(f"{contradiction}: the sync ended quietly with "
-                    f"{len(ids(pages, collection))} objects")  # fmt: skip
+                    f"{len(_ids(pages, collection))} objects")  # fmt: skip
 
-    @over(timed)
+    @_over(_timed)
     def test_conformance_records_carry_source_times(
         self, provider: FakeProvider, connector: Connector, resource: str
     ) -> None:
@@ -408,7 +407,7 @@ class ConnectorConformance:
         if task_resource == resource:
             provider.update(resource, first)  # its change time is not its creation time
         pages = self.drain(connector, connector.full_sync(task_resource))
-        found = records(pages, connector.metadata.resource(resource).collection_key)
+        found = _records(pages, connector.metadata.resource(resource).collection_key)
         assert found
         spec = provider.resources[resource]
         wrong = []
