@@ -4,8 +4,24 @@ against fake providers (see `supasaasy.testing`). Subclass it in a test module:
     class TestAcmeConformance(ConnectorConformance):
         providers = (FakeAcme,)
 
-Each check is parametrized by connector (`[acme]`) or by connector and resource
-(`[acme-widget]`, `[acme-widget-missing_id]`), and its name contains `conformance`.
+Each check is parametrized by connector (`[acme]`), by connector and resource
+(`[acme-widget]`) or also by contradiction (`[acme-widget-missing_id]`), and its name
+contains `conformance` (`pytest -k conformance`). The checks:
+
+- metadata complete: name, display name, API version, resources with unique types and
+  collection keys, children whose parents are task resources, sql_files shipped;
+  the fake provider covers every resource;
+- a full sync of each task resource pages to the end and yields exactly the provider's
+  objects; resuming from any of its cursors misses nothing;
+- an incremental sync returns exactly what the change feed reports since the
+  watermark, deletions included where it reports them;
+- children come in their parent's pages (full and incremental);
+- archived objects, and only those, are marked archived;
+- bad and unknown settings and a missing API key variable are named, never the secret;
+- 429 (no sooner than its Retry-After), 500 and 503 are retried with nothing missing,
+  exhausted retries raise ProviderError, the key in no message or log;
+- self-contradicting pages fail with ProviderError, never a quiet end or a loop;
+- records carry the provider's created and updated times.
 """
 
 from __future__ import annotations
@@ -101,7 +117,11 @@ def _ids(pages: list[Page], collection_key: str) -> list[str]:
 class ConnectorConformance:
     """The conformance checks. `providers`: the fake provider classes to run them over;
     `expected_failures`: `"<check>[<id>]"` -> why (a strict xfail) or a pytest mark;
-    `guard_seconds`: how long a sync may page before it counts as a loop."""
+    `guard_seconds`: how long a sync may page before it counts as a loop.
+
+    Fixtures: `provider_class` (a parameter), `provider` (a fresh fake, serving, its
+    environment set), `connector` (configured against it); parameters `resource` and
+    `contradiction`. `drain(connector, pages)` runs a sync under the loop guard."""
 
     providers: ClassVar[Sequence[type[FakeProvider]]] = ()
     expected_failures: ClassVar[Mapping[str, str | pytest.MarkDecorator]] = {}

@@ -67,7 +67,7 @@ class FakeIntercom(FakeProvider):
 
     def touch(self, resource: str, obj: dict[str, Any], when: datetime) -> None:
         obj["updated_at"] = int(when.timestamp())
-        obj["name" if resource != "conversation" else "title"] = f"Renamed {obj['id']}"
+        obj["title" if resource == "conversation" else "name"] = f"Renamed {obj['id']}"
 
     def mark_archived(self, resource: str, obj: dict[str, Any]) -> None:
         if resource == "conversation":

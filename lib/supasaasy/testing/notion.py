@@ -5,6 +5,7 @@ deleted data source or page goes to the trash, where the change feed finds it.""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any, ClassVar
@@ -13,6 +14,11 @@ from .fake import Change, FakeProvider, FakeResource, Handler, Refused, Request
 
 TRASHABLE = ("data_source", "page")
 ALL_CHANGES: frozenset[Change] = frozenset({"created", "updated", "deleted"})
+
+
+def notion_id(number: int) -> str:
+    """A Notion id: a UUID, with dashes."""
+    return str(uuid.UUID(int=number))
 
 
 def notion_time(when: datetime) -> str:
@@ -48,13 +54,13 @@ class FakeNotion(FakeProvider):
         if resource == "user":
             return {
                 "object": "user",
-                "id": f"user-{number:05d}",
+                "id": notion_id(number),
                 "type": "person",
                 "name": f"Person {number}",
                 "person": {"email": f"p{number}@example.com"},
             }
         if resource == "data_source":
-            source_id = f"ds-{number:05d}"
+            source_id = notion_id(number)
             properties = {"Name": {"id": "title", "name": "Name", "type": "title", "title": {}},
                           "Done": {"id": f"d{number}", "name": "Done", "type": "checkbox",
                                    "checkbox": {}}}  # fmt: skip
@@ -63,12 +69,12 @@ class FakeNotion(FakeProvider):
                          parent=source_id)  # fmt: skip
             return {"object": "data_source", "id": source_id, "properties": properties,
                     "title": [{"type": "text", "plain_text": f"Table {number}"}],
-                    "parent": {"type": "database_id", "database_id": f"db-{number:05d}"},
+                    "parent": {"type": "database_id", "database_id": str(uuid.uuid4())},
                     **times}  # fmt: skip
         # Rows spread over two data sources (made when there are fewer).
         sources = self.ids("data_source")
         sources += self.create("data_source", max(0, 2 - len(sources)))
-        return {"object": "page", "id": f"page-{number:05d}",
+        return {"object": "page", "id": notion_id(number),
                 "parent": {"type": "data_source_id", "data_source_id": sources[number % 2]},
                 "properties": {"Name": {"id": "title", "type": "title",
                                         "title": [{"plain_text": f"Row {number}"}]}},
