@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 from test_localstripe import (
+    API_KEY,
     client_for,
     create_plan,
     events,
@@ -24,6 +25,7 @@ from test_localstripe import (
 )
 
 from supasaasy.devstack.localstripe import register_webhook, running_localstripe
+from supasaasy.devstack.seed import seed_stripe
 
 
 @pytest.fixture(scope="module")
@@ -899,3 +901,62 @@ def test_created_ranges_filter_each_list(stripe: httpx.Client) -> None:
     assert list_all(stripe, "/v1/coupons", **{"created[gt]": str(since)}) == []
     found = events(stripe, type="coupon.created", **{"created[gte]": str(since)})
     assert [e["data"]["object"]["id"] for e in found] == late[::-1]
+
+
+def test_seeding_adds_billing_objects(stripe: httpx.Client, localstripe_url: str) -> None:
+    summary = seed_stripe(
+        localstripe_url,
+        API_KEY,
+        customers=12,
+        products=3,
+        plans_per_product=2,
+        subscriptions=5,
+        seed=3,
+    )
+    billing = summary.billing
+    assert {kind: len(found) for kind, found in billing.items()} == {
+        "tax_rates": 1,
+        "coupons": 1,
+        "promotion_codes": 1,
+        "invoices": 3,
+        "payment_intents": 5,
+        "charges": 5,
+        "refunds": 3,
+        "disputes": 1,
+        "credit_notes": 1,
+    }
+    for kind, path in (
+        ("tax_rates", "/v1/tax_rates"),
+        ("coupons", "/v1/coupons"),
+        ("promotion_codes", "/v1/promotion_codes"),
+        ("refunds", "/v1/refunds"),
+        ("disputes", "/v1/disputes"),
+        ("credit_notes", "/v1/credit_notes"),
+    ):
+        assert ids(list_all(stripe, path)) == list(billing[kind])[::-1]
+    intents = ids(list_all(stripe, "/v1/payment_intents"))  # with those paying invoices
+    assert [i for i in intents if i in billing["payment_intents"]] == list(
+        billing["payment_intents"]
+    )[::-1]
+    invoices = {i["id"]: i for i in list_all(stripe, "/v1/invoices")}
+    assert len(invoices) == 5 + 3  # one per subscription, and the seeded ones
+    seeded = sorted((invoices[i]["total"], invoices[i]["status"]) for i in billing["invoices"])
+    assert seeded == [(3900, "paid"), (12000, "open"), (29500 + 2063 + 371, "paid")]  # taxed
+    charges = {c["id"]: c for c in list_all(stripe, "/v1/charges")}
+    assert set(billing["charges"]) <= set(charges)
+    assert sorted(charges[c]["status"] for c in billing["charges"]) == [
+        "failed",
+        "succeeded",
+        "succeeded",
+        "succeeded",
+        "succeeded",
+    ]
+    dispute = ok(stripe.get(f"/v1/disputes/{billing['disputes'][0]}"))
+    assert dispute["charge"] in billing["charges"] and charges[dispute["charge"]]["disputed"]
+    promo = ok(stripe.get(f"/v1/promotion_codes/{billing['promotion_codes'][0]}"))
+    assert promo["coupon"]["id"] == billing["coupons"][0]
+    note = ok(stripe.get(f"/v1/credit_notes/{billing['credit_notes'][0]}"))
+    assert note["invoice"] in billing["invoices"] and note["refund"] in billing["refunds"]
+    assert "billing:" in str(summary)
+    nobody = seed_stripe(localstripe_url, API_KEY, customers=1, products=0, subscriptions=0)
+    assert nobody.billing == {}  # nothing to bill without a paying customer

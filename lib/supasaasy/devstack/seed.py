@@ -7,6 +7,10 @@ products are inactive too) and subscriptions for a subset of the customers, each
 requires that). Customers that subscribe get the test card `pm_card_visa` as their
 default payment method, so their first invoice is paid and the subscription is active.
 
+Then, unless `billing=False`, a few billing objects on the first paying customers (see
+`seed_billing`): a tax rate, a coupon with a promotion code, one-off invoices (paid and
+open), payments (paid, one declined, one disputed), refunds and a credit note.
+
 The content is a pure function of the sizes and `seed`; the ids are the server's.
 Requests run concurrently over one pooled HTTP client.
 
@@ -22,7 +26,7 @@ import random
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import httpx
@@ -59,6 +63,32 @@ NOUNS = ("Analytics", "Storage", "Messaging", "Search", "Backup", "Monitoring", 
 CATEGORIES = ("platform", "add-on", "support", "usage")
 MONTHLY_AMOUNTS = (500, 900, 1500, 2900, 4900, 9900, 19900)
 
+# The billing objects of `seed_billing`; Stripe's test cards pay, decline or get disputed.
+TAX_RATE = {
+    "display_name": "Sales tax",
+    "description": "California sales tax",
+    "percentage": 8.25,
+    "inclusive": False,
+    "country": "US",
+    "state": "CA",
+    "jurisdiction": "US - CA",
+    "tax_type": "sales_tax",
+}
+COUPON = {"name": "Welcome 20%", "percent_off": 20, "duration": "repeating",
+          "duration_in_months": 3, "max_redemptions": 100}  # fmt: skip
+PROMOTION_CODE = "WELCOME20"
+# Per invoice: its items (description, amount in cents), whether it is taxed, and
+# whether it is paid (charged to the card) or open (sent, due in 30 days).
+INVOICES = (
+    ((("Onboarding workshop", 25000), ("Extra seats", 4500)), True, True),
+    ((("Consulting hours", 12000),), False, False),
+    ((("Data export", 3900),), False, True),
+)
+DECLINED_CARD = "pm_card_chargeCustomerFail"
+DISPUTED_CARD = "pm_card_createDispute"
+PAYMENTS = ((1999, TEST_PAYMENT_METHOD), (4900, TEST_PAYMENT_METHOD),
+            (12900, TEST_PAYMENT_METHOD), (2500, DECLINED_CARD), (7500, DISPUTED_CARD))  # fmt: skip
+
 
 @dataclass(frozen=True)
 class PlanSpec:
@@ -94,6 +124,8 @@ class SeedSummary:
     subscriptions: tuple[str, ...]
     subscription_items: tuple[str, ...]
     seconds: float
+    # What `seed_billing` made, by kind ("invoices", "charges", ...), in order.
+    billing: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     def counts(self) -> dict[str, int]:
         return {
@@ -106,7 +138,9 @@ class SeedSummary:
 
     def __str__(self) -> str:
         counts = ", ".join(f"{n} {kind}" for kind, n in self.counts().items())
-        return f"seeded {counts} in {self.seconds:.2f} s"
+        billing = ", ".join(f"{len(ids)} {kind}" for kind, ids in self.billing.items())
+        made = f"{counts}; billing: {billing}" if billing else counts
+        return f"seeded {made} in {self.seconds:.2f} s"
 
 
 def build_dataset(
@@ -241,10 +275,12 @@ def seed_stripe(
     concurrency: int = 8,
     seed: int = 0,
     timeout: float = 30.0,
+    billing: bool = True,
 ) -> SeedSummary:
     """Create the dataset for these sizes on the API at `api_base` (without `/v1`).
 
-    Customers and products go first (concurrently), then plans, then subscriptions.
+    Customers and products go first (concurrently), then plans, then subscriptions,
+    then (with `billing`) the billing objects of `seed_billing`, one request at a time.
     The first failed request stops the seeding with a SeedError; what was created
     before stays.
     """
@@ -293,6 +329,8 @@ def seed_stripe(
             for s in data.subscriptions
         ]
         created = _results(_submit(pool, post("/v1/subscriptions"), subscription_params))
+        paying = [customer_ids[s.customer] for s in data.subscriptions]
+        billed = seed_billing(client, paying, str(seed)) if billing else {}
 
     return SeedSummary(
         customers=tuple(customer_ids),
@@ -301,7 +339,81 @@ def seed_stripe(
         subscriptions=tuple(s["id"] for s in created),
         subscription_items=tuple(i["id"] for s in created for i in s["items"]["data"]),
         seconds=time.monotonic() - started,
+        billing=billed,
     )
+
+
+def seed_billing(
+    client: httpx.Client, customers: Sequence[str], tag: str
+) -> dict[str, tuple[str, ...]]:
+    """Billing objects, one after the other, on these paying customers (the first few,
+    in turn when fewer): the tax rate `TAX_RATE`, the coupon `COUPON` with the promotion code
+    `PROMOTION_CODE`, the one-off `INVOICES` (finalized; paid, or sent and open), the
+    `PAYMENTS` (payment intents confirmed with Stripe's test cards: three paid, one
+    declined, one disputed), a full and a partial refund, and a credit note refunding
+    the extra seats of the first invoice. The ids made, by kind; none without customers.
+    """
+    if not customers:
+        return {}
+    payers = [customers[i % len(customers)] for i in range(len(PAYMENTS))]
+    metadata = {"seed": tag}
+
+    def post(path: str, params: Mapping[str, Any], *accept: int) -> dict[str, Any]:
+        return _post(client, path, params, accept)
+
+    tax_rate = post("/v1/tax_rates", {**TAX_RATE, "metadata": metadata})
+    coupon = post("/v1/coupons", {**COUPON, "metadata": metadata})
+    promotion = post("/v1/promotion_codes", {"coupon": coupon["id"], "code": PROMOTION_CODE})
+
+    invoices = []
+    for customer, (items, taxed, paid) in zip(payers, INVOICES, strict=False):
+        for description, amount in items:
+            item = {"customer": customer, "amount": amount, "currency": "usd"}
+            post("/v1/invoiceitems", {**item, "description": description})
+        params: dict[str, Any] = {"customer": customer, "metadata": metadata,
+                                  "pending_invoice_items_behavior": "include"}  # fmt: skip
+        if taxed:
+            params["default_tax_rates"] = [tax_rate["id"]]
+        if not paid:
+            params.update(collection_method="send_invoice", days_until_due=30)
+        invoice = post("/v1/invoices", params)
+        invoice = post(f"/v1/invoices/{invoice['id']}/finalize", {})
+        invoices.append(post(f"/v1/invoices/{invoice['id']}/pay", {}) if paid else invoice)
+
+    intents, charges = [], []
+    for customer, (amount, card) in zip(payers, PAYMENTS, strict=True):
+        payment = {"amount": amount, "currency": "usd", "customer": customer,
+                   "payment_method": card, "payment_method_types": ["card"],
+                   "confirm": True, "metadata": metadata}  # fmt: skip
+        answer = post("/v1/payment_intents", payment, 402)  # 402: the declined card
+        if "error" in answer:
+            charges.append(answer["error"]["charge"])
+            intents.append(answer["error"]["payment_intent"]["id"])
+        else:
+            charges.append(answer["latest_charge"])
+            intents.append(answer["id"])
+    disputes = client.get("/v1/disputes", params={"charge": charges[-1]}).json()["data"]
+
+    refunds = [
+        post("/v1/refunds", {"charge": charges[0], "reason": "requested_by_customer"}),
+        post("/v1/refunds", {"charge": charges[1], "amount": 1000, "reason": "duplicate"}),
+    ]
+    seats = invoices[0]["lines"]["data"][1]
+    lines = [{"type": "invoice_line_item", "invoice_line_item": seats["id"]}]
+    credit_note = post("/v1/credit_notes", {"invoice": invoices[0]["id"], "lines": lines,
+                                            "refund_amount": seats["amount"],
+                                            "reason": "product_unsatisfactory"})  # fmt: skip
+    return {
+        "tax_rates": (tax_rate["id"],),
+        "coupons": (coupon["id"],),
+        "promotion_codes": (promotion["id"],),
+        "invoices": tuple(i["id"] for i in invoices),
+        "payment_intents": tuple(intents),
+        "charges": tuple(charges),
+        "refunds": (*(r["id"] for r in refunds), credit_note["refund"]),
+        "disputes": tuple(d["id"] for d in disputes),
+        "credit_notes": (credit_note["id"],),
+    }
 
 
 def _submit(pool: ThreadPoolExecutor, fn: Callable[[T], R], items: Iterable[T]) -> list[Future[R]]:
@@ -318,14 +430,17 @@ def _results(futures: Sequence[Future[R]]) -> list[R]:
         raise
 
 
-def _post(client: httpx.Client, path: str, params: Mapping[str, Any]) -> dict[str, Any]:
+def _post(
+    client: httpx.Client, path: str, params: Mapping[str, Any], accept: Sequence[int] = ()
+) -> dict[str, Any]:
+    """POST params; the answer's body (also for the statuses in `accept`)."""
     body = dict(form_encode(params))  # keys are unique: array elements are indexed
     for attempt in range(MAX_ATTEMPTS):
         response = client.post(path, data=body)
         if response.status_code == 429 and attempt + 1 < MAX_ATTEMPTS:
             time.sleep(0.5 * 2**attempt)
             continue
-        if response.is_success:
+        if response.is_success or response.status_code in accept:
             result: dict[str, Any] = response.json()
             return result
         raise SeedError(f"POST {path} answered {response.status_code}: {response.text[:500]}")
@@ -349,6 +464,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--subscriptions", type=int, default=30)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--no-billing", dest="billing", action="store_false", help="no invoices, payments..."
+    )
     args = parser.parse_args(argv)
     if not args.api_key:
         parser.error("--api-key (or $STRIPE_API_KEY) is required")
@@ -361,6 +479,7 @@ def main(argv: list[str] | None = None) -> None:
         subscriptions=args.subscriptions,
         concurrency=args.concurrency,
         seed=args.seed,
+        billing=args.billing,
     )
     print(summary)
 
