@@ -20,8 +20,9 @@ import orjson
 
 from ..config import AppConfig
 
-Contradiction = Literal["missing_id", "empty_with_more", "repeat_cursor"]
-CONTRADICTIONS: tuple[Contradiction, ...] = ("missing_id", "empty_with_more", "repeat_cursor")
+Contradiction = Literal["missing_id", "empty_with_more", "repeat_cursor", "more_without_cursor"]
+CONTRADICTIONS: tuple[Contradiction, ...] = (
+    "missing_id", "empty_with_more", "repeat_cursor", "more_without_cursor")  # fmt: skip
 Change = Literal["created", "updated", "deleted"]
 
 
@@ -36,8 +37,9 @@ class FakeResource:
     leaves out go with a full sync's sweep.
     `has_created_time` / `has_updated_time`: its objects say when they were created and
     last changed (records must carry those times).
-    `contradictions`: those its listing can express (default: all three when paged, an
-    object without an id otherwise)."""
+    `contradictions`: those its listing can express (default: `missing_id`, and when
+    paged `empty_with_more` and `repeat_cursor`; `more_without_cursor` where a page can
+    say more follow without naming a cursor)."""
 
     paged: bool = True
     archivable: bool = False
@@ -50,7 +52,7 @@ class FakeResource:
     def contradicted_by(self) -> frozenset[Contradiction]:
         if self.contradictions is not None:
             return self.contradictions
-        return frozenset(CONTRADICTIONS if self.paged else ("missing_id",))
+        return frozenset(CONTRADICTIONS[:3] if self.paged else ("missing_id",))
 
 
 @dataclass
@@ -309,7 +311,8 @@ class FakeProvider(ABC):
         """The next `times` list pages (of `path`, if given; None: every page from now on)
         contradict themselves: `missing_id`, an object without an id; `empty_with_more`
         and `repeat_cursor` (on pages that continue a listing), an empty page that says
-        more follow, or the page before again, each naming the cursor it was asked for."""
+        more follow, or the page before again, each naming the cursor it was asked for;
+        `more_without_cursor`, a page that says more follow and names no cursor."""
         with self._lock:
             self._armed.append(_Armed(kind, path, times))
 
@@ -333,6 +336,8 @@ class FakeProvider(ABC):
             found = Slice([], True, after)
         elif kind == "repeat_cursor":
             found = Slice(list(objects[max(0, start - size) : start]), True, after)
+        elif kind == "more_without_cursor":
+            found = Slice(page, True, None)
         if kind is not None:
             self.served.append((kind, request.path))
         return found
@@ -344,7 +349,9 @@ class FakeProvider(ABC):
             for armed in self._armed:
                 if armed.path not in (None, path) or armed.remaining == 0:
                     continue
-                if empty if armed.kind == "missing_id" else not continuing:
+                if (armed.kind == "missing_id" and empty) or (
+                    armed.kind in ("empty_with_more", "repeat_cursor") and not continuing
+                ):
                     continue
                 if armed.remaining is not None:
                     armed.remaining -= 1

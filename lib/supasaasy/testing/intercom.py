@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any, ClassVar
 
-from .fake import FakeProvider, FakeResource, Handler, Refused, Request, Slice
+from .fake import CONTRADICTIONS, FakeProvider, FakeResource, Handler, Refused, Request, Slice
 
 SCROLL_END = ""  # a scroll's position once its last page is served
 
@@ -19,9 +19,9 @@ class FakeIntercom(FakeProvider):
     resources: ClassVar[dict[str, FakeResource]] = {
         # A scroll has no `has_more`: an empty page is its end, not a contradiction.
         "company": FakeResource(contradictions=frozenset({"missing_id", "repeat_cursor"})),
-        "contact": FakeResource(archivable=True),
+        "contact": FakeResource(archivable=True, contradictions=frozenset(CONTRADICTIONS)),
         "admin": FakeResource(paged=False, has_created_time=False, has_updated_time=False),
-        "conversation": FakeResource(archivable=True),
+        "conversation": FakeResource(archivable=True, contradictions=frozenset(CONTRADICTIONS)),
         "conversation_part": FakeResource(),
     }
 
@@ -115,7 +115,8 @@ class FakeIntercom(FakeProvider):
     def _list(key: str, page: Slice, per_page: int) -> dict[str, Any]:
         pages: dict[str, Any] = {"type": "pages", "per_page": per_page}
         if page.more:
-            pages["next"] = {"per_page": per_page, "starting_after": page.cursor}
+            cursor = {"starting_after": page.cursor} if page.cursor else {}
+            pages["next"] = {"per_page": per_page, **cursor}
         return {"type": "list", key: page.objects, "pages": pages}
 
     def conversation(self, request: Request) -> dict[str, Any]:

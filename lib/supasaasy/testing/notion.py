@@ -10,10 +10,12 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any, ClassVar
 
-from .fake import Change, FakeProvider, FakeResource, Handler, Refused, Request
+from .fake import CONTRADICTIONS, Change, FakeProvider, FakeResource, Handler, Refused, Request
 
 TRASHABLE = ("data_source", "page")
 ALL_CHANGES: frozenset[Change] = frozenset({"created", "updated", "deleted"})
+# `has_more` with a null `next_cursor` says more follow without a cursor.
+ALL_CONTRADICTIONS = frozenset(CONTRADICTIONS)
 
 
 def notion_id(number: int) -> str:
@@ -29,11 +31,13 @@ def notion_time(when: datetime) -> str:
 class FakeNotion(FakeProvider):
     connector = "notion"
     resources: ClassVar[dict[str, FakeResource]] = {
-        "data_source": FakeResource(feed=ALL_CHANGES),
+        "data_source": FakeResource(feed=ALL_CHANGES, contradictions=ALL_CONTRADICTIONS),
         "data_source_property": FakeResource(has_created_time=False, has_updated_time=False),
         # An archived row is in the trash, still listed by its data source.
-        "page": FakeResource(archivable=True, feed=ALL_CHANGES),
-        "user": FakeResource(has_created_time=False, has_updated_time=False),
+        "page": FakeResource(archivable=True, feed=ALL_CHANGES, contradictions=ALL_CONTRADICTIONS),
+        "user": FakeResource(
+            has_created_time=False, has_updated_time=False, contradictions=ALL_CONTRADICTIONS
+        ),
     }
 
     def routes(self) -> Iterable[tuple[str, str, Handler]]:
