@@ -14,7 +14,7 @@ contains `conformance` (`pytest -k conformance`). The checks:
 - a full sync of each task resource pages to the end and yields exactly the provider's
   objects; resuming from any of its cursors misses nothing;
 - an incremental sync returns exactly what the change feed reports since the
-  watermark, deletions included where it reports them;
+  watermark, deletions included where it reports them, and resumes from its cursors;
 - children come in their parent's pages (full and incremental);
 - archived objects, and only those, are marked archived;
 - bad and unknown settings and a missing API key variable are named, never the secret;
@@ -107,6 +107,12 @@ def _metadata_of(fake: type[FakeProvider]) -> ConnectorMetadata:
 
 def _records(pages: list[Page], collection_key: str) -> list[Record]:
     return [r for page in pages for r in page.records if r.collection_key == collection_key]
+
+
+def _changes(pages: list[Page], collection_key: str) -> set[str]:
+    """The external ids of a collection's records and deletions."""
+    deleted = [d for page in pages for d in page.deletions if d.collection_key == collection_key]
+    return set(_ids(pages, collection_key)) | {d.external_id for d in deleted}
 
 
 def _ids(pages: list[Page], collection_key: str) -> list[str]:
@@ -268,24 +274,29 @@ class ConnectorConformance:
     def test_conformance_incremental_sync_returns_the_changes_since_the_watermark(
         self, provider: FakeProvider, connector: Connector, resource: str
     ) -> None:
+        """Changes enough for two pages; resuming from any cursor misses none of them."""
         collection = connector.metadata.resource(resource).collection_key
-        changed, deleted, *_ = provider.populate(resource)  # 30 days old
+        *changed, deleted = provider.populate(resource)[: provider.page_size + 2]  # 30 days old
         since = provider.now() - timedelta(hours=1)
-        provider.update(resource, changed)
+        for object_id in changed:
+            provider.update(resource, object_id)
         provider.delete(resource, deleted)
         [added] = provider.create(resource, at=provider.now())
         pages = self.drain(connector, connector.incremental_sync(resource, since=since))
         assert pages and pages[-1].cursor is None
-        found = _records(pages, collection)
         feed = provider.resources[resource].feed
-        expected = {i for i, change in ((changed, "updated"), (added, "created")) if change in feed}
-        live = {r.external_id for r in found if not r.archived}
+        expected = set(changed) if "updated" in feed else set()
+        expected |= {added} if "created" in feed else set()
+        live = {r.external_id for r in _records(pages, collection) if not r.archived}
         assert live == expected, f"not exactly what the change feed reports ({sorted(feed)})"
-        gone = {r.external_id for r in found if r.archived} | {
-            d.external_id for p in pages for d in p.deletions if d.collection_key == collection
-        }
+        everything = _changes(pages, collection)
         if "deleted" in feed:
-            assert deleted in gone, "the change feed reports the deletion: it is not passed on"
+            assert deleted in everything - live, "the feed reports the deletion: it is lost"
+        for n, page in enumerate(pages[:-1]):
+            rest = self.drain(connector, connector.incremental_sync(
+                resource, since=since, cursor=page.cursor))  # fmt: skip
+            seen = _changes(pages[: n + 1], collection) | _changes(rest, collection)
+            assert seen == everything, f"resuming from {page.cursor!r}: {everything - seen} missed"
 
     @_over(_parent)
     def test_conformance_children_come_with_their_parents_pages(
