@@ -376,6 +376,11 @@ class _Kit:
                 return
 
 
+def _texts(*values: Any) -> bool:
+    """Whether these optional parameters are strings when given."""
+    return all(value is None or type(value) is str for value in values)
+
+
 def _same(value: Any, wanted: Any) -> bool:
     """Whether an object's field matches a list filter (given as text)."""
     if type(value) is bool:
@@ -960,8 +965,7 @@ def _patch_payments(kit: _Kit) -> None:
     ) -> Any:
         confirm = r.try_convert_to_bool(confirm)
         check(confirm in (None, True, False))
-        check(payment_method is None or type(payment_method) is str)
-        check(description is None or type(description) is str)
+        check(_texts(payment_method, description))
         card = r.PaymentMethod._api_retrieve(payment_method) if payment_method else None
         intent = create_setup(**data)
         intent.description = description
@@ -1066,7 +1070,7 @@ def _patch_billing(kit: _Kit) -> None:
         days_until_due = to_int(days_until_due)
         check(pending_invoice_items_behavior in (None, "include", "exclude"))
         check(type(customer) is str and (metadata is None or type(metadata) is dict))
-        check(currency is None or type(currency) is str)
+        check(_texts(currency))
         check(collection_method in ("charge_automatically", "send_invoice"))
         check(
             (collection_method == "send_invoice") == (type(days_until_due) is int),
@@ -1234,7 +1238,7 @@ def _patch_billing(kit: _Kit) -> None:
         **data: Any,
     ) -> Any:
         max_redemptions, redeem_by = to_int(max_redemptions), to_int(redeem_by)
-        check(name is None or type(name) is str)
+        check(_texts(name))
         check(max_redemptions is None or (type(max_redemptions) is int and max_redemptions > 0))
         check(redeem_by is None or (type(redeem_by) is int and redeem_by > kit.now()))
         coupon = create_coupon(id=r.random_id(8) if id is None else id, **data)
@@ -1322,7 +1326,7 @@ def _patch_billing(kit: _Kit) -> None:
     def create_tax_rate_with_event(
         cls: Any, /, country: Any = None, state: Any = None, tax_type: Any = None, **data: Any
     ) -> Any:
-        check(all(v is None or type(v) is str for v in (country, state, tax_type)))
+        check(_texts(country, state, tax_type))
         rate = create_tax_rate(**data)
         rate.country, rate.state, rate.tax_type = country, state, tax_type
         emit("tax_rate.created", rate)
@@ -1439,7 +1443,7 @@ def _patch_billing(kit: _Kit) -> None:
             amount, refund_amount = to_int(amount), to_int(refund_amount)
             out_of_band_amount = to_int(out_of_band_amount)
             check(type(invoice) is str and (reason is None or reason in CREDIT_NOTE_REASONS))
-            check(memo is None or type(memo) is str)
+            check(_texts(memo))
             check(metadata is None or type(metadata) is dict)
             credited = r.Invoice._api_retrieve(invoice)
             check(credited.status in ("open", "paid"), "Only finalized invoices can be credited")
@@ -1486,7 +1490,7 @@ def _patch_billing(kit: _Kit) -> None:
 
         def _update(self, memo: Any = None, metadata: Any = None, **params: Any) -> None:
             kit.only(params, ())
-            check(memo is None or type(memo) is str)
+            check(_texts(memo))
             kit.update_metadata(self, metadata)
             if memo is not None:
                 self.memo = memo
@@ -1533,18 +1537,7 @@ def _patch_billing(kit: _Kit) -> None:
             expires_at = to_int(expires_at)
             check(mode in ("payment", "subscription", "setup"))
             check(customer is None or customer_email is None, "customer or customer_email")
-            check(
-                all(
-                    v is None or type(v) is str
-                    for v in (
-                        customer_email,
-                        currency,
-                        success_url,
-                        cancel_url,
-                        client_reference_id,
-                    )
-                )
-            )
+            check(_texts(customer_email, currency, success_url, cancel_url, client_reference_id))
             check(metadata is None or type(metadata) is dict)
             if customer is not None:
                 r.Customer._api_retrieve(customer)
@@ -1636,7 +1629,7 @@ def _patch_billing(kit: _Kit) -> None:
         kit.only(params, ())
         session = CheckoutSession._api_retrieve(id)
         check(session.status == "open", "Only open sessions can be completed")
-        check(type(payment_method) is str and (email is None or type(email) is str))
+        check(type(payment_method) is str and _texts(email, name))
         card = r.PaymentMethod._api_retrieve(payment_method)
         if card._charging_is_declined() or card._attaching_is_declined():
             raise kit.error(402, "Your card was declined.", code="card_declined")
