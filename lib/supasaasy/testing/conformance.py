@@ -223,10 +223,11 @@ class ConnectorConformance:
         for attribute in ("resource_type", "collection_key"):
             values = [getattr(r, attribute) for r in metadata.resources]
             assert len(set(values)) == len(values), f"{attribute}s repeat: {values}"
+        tasks = {r.resource_type for r in metadata.task_resources}
+        assert tasks, "no resource has a task of its own"
         for resource in metadata.resources:
-            if resource.synced_with_parent is not None:
-                found = metadata.resource(resource.synced_with_parent)
-                assert found.synced_with_parent is None, f"{found.resource_type} is a child"
+            parent = resource.synced_with_parent
+            assert parent is None or parent in tasks, f"{resource.resource_type}: no task {parent}"
         try:
             shipped = connector_sql(metadata.name)
         except FileNotFoundError as missing:
