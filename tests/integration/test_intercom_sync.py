@@ -20,6 +20,7 @@ from supasaasy.config import AppConfig
 from supasaasy.connectors import create_connector
 from supasaasy.db import Database
 from supasaasy.devstack import StackInfo
+from supasaasy.handlers.webhook import event_body
 from supasaasy.models import SyncMode
 from supasaasy.sync import ResourceSync, SharedRateLimiter, SyncOutcome
 
@@ -455,3 +456,52 @@ def test_views_type_the_collections_and_refuse_anon(
         )  # fmt: skip
         assert refused.status_code in (401, 403), (name, refused.text)
         assert "example.com" not in refused.text
+
+
+def test_a_deleted_conversation_notification_removes_it_and_its_parts(
+    db: Database, pg: Pg, app_key: str, intercom: FakeIntercom
+) -> None:
+    application = app(app_key)
+    run_job(db, application, "full", ("conversation",))
+    stored_1002 = stored(pg, app_key, "intercom_conversation")["1002"]
+
+    # What Intercom sends for `conversation.deleted`: the conversation's identity only.
+    connector = create_connector(application)
+    try:
+        found = connector.webhook_event({
+            "type": "notification_event", "id": "notif_del_1001", "topic": "conversation.deleted",
+            "created_at": int(time.time()),
+            "data": {"type": "notification_event_data",
+                     "item": {"type": "conversation", "id": "1001", "deleted": True}}})  # fmt: skip
+        answer = db.apply_webhook_event(event_body(application, connector, found))
+    finally:
+        connector.close()
+    assert answer["deleted"] == 1 + 2 and answer["created"] == 0
+    assert sorted(stored(pg, app_key, "intercom_conversation")) == ["1002", "1003"]
+    assert parts_by_conversation(pg, app_key) == {
+        "1002": ["90021"], "1003": ["90031", "90032", "90033"]}  # fmt: skip
+    assert stored(pg, app_key, "intercom_conversation")["1002"] == stored_1002
+
+
+def test_views_expose_the_browser_language_and_the_assignments_count(
+    db: Database, pg: Pg, app_key: str, intercom: FakeIntercom
+) -> None:
+    intercom.contacts["cont_1"]["browser_language"] = "en-IE"
+    intercom.conversations["1001"]["statistics"]["count_assignments"] = 2
+    run_job(db, app(app_key), "full", ("contact", "conversation"))
+    languages = pg.execute(
+        "select external_id, browser_language from supasaasy.intercom_contacts"
+        " where app_key = %s and external_id in ('cont_1', 'cont_2') order by 1",
+        (app_key,)).fetchall()  # fmt: skip
+    assert languages == [("cont_1", "en-IE"), ("cont_2", None)]
+    assignments = pg.execute(
+        "select external_id, assignments_count, parts_count from supasaasy.intercom_conversations"
+        " where app_key = %s order by 1", (app_key,)).fetchall()  # fmt: skip
+    assert assignments == [("1001", 2, 2), ("1002", None, 1), ("1003", None, 3)]
+    # The columns shipped before keep their place; the new ones come last.
+    for view, last in (("intercom_contacts", "browser_language"),
+                       ("intercom_conversations", "assignments_count")):  # fmt: skip
+        columns = [c for (c,) in pg.execute(
+            "select column_name from information_schema.columns where table_schema ="
+            " 'supasaasy' and table_name = %s order by ordinal_position", (view,))]  # fmt: skip
+        assert columns[-4:] == ["archived_at", "created_at", "updated_at", last], view

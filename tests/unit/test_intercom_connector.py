@@ -735,11 +735,63 @@ def test_metadata_describes_the_resources() -> None:
     assert part_resource.collection_key == "intercom_conversation_part"
     assert part_resource.synced_with_parent == "conversation"
     assert metadata.children_of("conversation") == (part_resource,)
-    assert metadata.sql_files == ("20261202000500_intercom_views.sql",)
+    assert metadata.sql_files == (
+        "20261202000500_intercom_views.sql",
+        "20261202001300_intercom_view_columns.sql",
+    )
 
 
-def test_the_views_ship_as_a_migration() -> None:
-    [(name, sql)] = connector_sql("intercom")
-    assert (name, sql) in [(m.file_name, m.sql) for m in package_migrations()]
+def test_the_views_ship_as_migrations() -> None:
+    [(name, sql), (later, columns)] = connector_sql("intercom")
+    shipped = [(m.file_name, m.sql) for m in package_migrations()]
+    assert (name, sql) in shipped and (later, columns) in shipped
     for view in ("companies", "contacts", "admins", "conversations", "conversation_parts"):
         assert f"create or replace view supasaasy.intercom_{view} with (security_invoker" in sql
+    # The later one appends columns to two of them, keeping security_invoker.
+    for view in ("contacts", "conversations"):
+        assert f"create or replace view supasaasy.intercom_{view} with (security_invoker" in columns
+
+
+# -- webhooks ---------------------------------------------------------------------
+
+
+def notification(topic: str, item: dict[str, Any], created_at: int = 1_800_000_100) -> Any:
+    return {"type": "notification_event", "id": f"notif_{topic}", "topic": topic,
+            "app_id": "abc", "created_at": created_at,
+            "data": {"type": "notification_event_data", "item": item}}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "item",
+    [
+        # What `*.deleted` topics carry: the object's identity, not the object.
+        {"type": "conversation", "id": "1001"},
+        {"type": "conversation", "id": "1001", "deleted": True},
+    ],
+)
+def test_a_deleted_conversation_goes_with_its_parts(item: dict[str, Any]) -> None:
+    intercom, _ = connector()
+    found = intercom.webhook_event(notification("conversation.deleted", item))
+    assert found.page is not None
+    assert found.page.records == []  # the stub never replaces the stored conversation
+    assert found.page.deletions == [Deletion("intercom_conversation", "1001")]
+    assert found.page.child_sets == [
+        ChildSet("intercom_conversation_part", "conversation_id", "1001")
+    ]
+    assert found.observed_at == datetime.fromtimestamp(1_800_000_100, UTC)
+
+
+def test_every_deleted_topic_of_a_synced_object_deletes_it() -> None:
+    intercom, _ = connector()
+    for topic, item, collection in (
+        ("contact.deleted", {"type": "contact", "id": "c1"}, "intercom_contact"),
+        ("contact.lead.deleted", {"type": "lead", "id": "c2"}, "intercom_contact"),
+        ("user.deleted", {"type": "user", "id": "c3"}, "intercom_contact"),
+        ("company.deleted", {"type": "company", "id": "co1"}, "intercom_company"),
+    ):
+        found = intercom.webhook_event(notification(topic, item))
+        assert found.page is not None and found.page.records == [], topic
+        assert found.page.deletions == [Deletion(collection, item["id"])], topic
+    # Tags taken off an object are not the object's deletion.
+    untagged = notification("contact.tag.deleted", {"type": "contact_tag", "id": "t1"})
+    assert intercom.webhook_event(untagged).page is None

@@ -34,8 +34,9 @@ sync in full.
 
 Webhooks are notifications (`topic`, `created_at`, the object in `data.item`) signed as
 `X-Hub-Signature: sha1=<hex HMAC-SHA1 of the body keyed with the app's client secret>`.
-The item is stored as it comes, ordered by its `updated_at`; a deleted contact (or
-company) leaves with its notification.
+The item is stored as it comes, ordered by its `updated_at`; a deleted contact, company
+or conversation (its parts along) leaves with its notification, whose item is only the
+object's identity.
 """
 
 from __future__ import annotations
@@ -142,9 +143,10 @@ SEARCHES = {
 # A notification's item, by its `type`: the resource it is an object of.
 WEBHOOK_ITEMS = {"contact": "contact", "user": "contact", "lead": "contact",
                  "company": "company", "conversation": "conversation"}  # fmt: skip
-# Topics whose item is gone upstream.
-WEBHOOK_DELETIONS = frozenset({"contact.deleted", "contact.user.deleted", "contact.lead.deleted",
-                               "user.deleted", "company.deleted"})  # fmt: skip
+# Topics whose item is gone upstream: `<object>[.<kind>].deleted`, whose item is the
+# object's identity only (type and id), never to be stored in place of the object.
+# `conversation.deleted` takes the conversation's parts along.
+DELETED_SUFFIX = ".deleted"
 
 
 class IntercomSettings(HttpSettings):
@@ -198,7 +200,7 @@ class IntercomConnector(HttpConnector):
         display_name="Intercom",
         api_version=API_VERSION,
         resources=RESOURCES,
-        sql_files=("20261202000500_intercom_views.sql",),
+        sql_files=("20261202000500_intercom_views.sql", "20261202001300_intercom_view_columns.sql"),
     )
 
     settings_model = IntercomSettings
@@ -382,8 +384,8 @@ class IntercomConnector(HttpConnector):
 
     def webhook_event(self, event: dict[str, Any]) -> WebhookEvent:
         """The notification's item, stored as of its `updated_at` (a conversation with the
-        parts it lists), or deleted as of the notification; other topics (`ping`, tags,
-        admins) change nothing."""
+        parts it lists), or deleted as of the notification (`*.deleted` topics; a
+        conversation with its parts); other topics (`ping`, tags, admins) change nothing."""
         event_id, topic, created = event.get("id"), event.get("topic"), event.get("created_at")
         data = event.get("data")
         item = data.get("item") if isinstance(data, dict) else None
@@ -400,8 +402,10 @@ class IntercomConnector(HttpConnector):
         except ProviderError:
             raise WebhookEventError(f"Intercom {topic} notification: its item has no id") from None
         collection = self.metadata.resource(resource).collection_key
-        if topic in WEBHOOK_DELETIONS:
+        if topic.endswith(DELETED_SUFFIX):
             found.page = Page(deletions=[Deletion(collection, item_id)])
+            if resource == "conversation":
+                found.page.child_sets.append(ChildSet(PART_COLLECTION, PART_PARENT_FIELD, item_id))
             return found
         if not self.in_window(resource, item):
             return found

@@ -1,0 +1,1 @@
+../../lib/supasaasy/connectors/intercom/sql/20261202001300_intercom_view_columns.sql
