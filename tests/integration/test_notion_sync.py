@@ -5,8 +5,9 @@ ids as external ids, the deletion sweep, incremental sync, and the typed views."
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from datetime import UTC, datetime
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -19,6 +20,8 @@ from supasaasy.config import AppConfig
 from supasaasy.connectors import create_connector
 from supasaasy.db import Database
 from supasaasy.devstack import StackInfo
+from supasaasy.handlers.webhook import event_body
+from supasaasy.migrations import apply_migrations, package_migrations
 from supasaasy.models import SyncMode
 from supasaasy.sync import ResourceSync, SharedRateLimiter, SyncOutcome
 
@@ -267,12 +270,29 @@ def test_a_data_source_search_leaves_out_is_checked_not_swept(
     notion.unlisted.add(TASKS)
     second = sync(db, application, ["data_source", "page"])
     after = stored(pg, app_key)
-    assert after["notion_data_source"] == {NOTES}  # Tasks is in the trash: gone
-    assert after["notion_data_source_property"] == {f"{NOTES}:title", f"{NOTES}:t%40g"}
+    # Tasks is in the trash, whence it can be restored: kept archived, with its schema.
+    assert after["notion_data_source"] == {TASKS, NOTES}
+    assert after["notion_data_source_property"] == before["notion_data_source_property"]
+    assert archived(pg, app_key, "notion_data_source") == {TASKS}
     assert {"page-note-1", "page-note-2"} <= after["notion_page"]
     assert before["notion_data_source"] == {TASKS, NOTES}
-    assert second["data_source"].progress.deleted == 4  # Tasks and its three properties
+    assert second["data_source"].progress.deleted == 0
+    assert second["data_source"].progress.updated == 1  # Tasks, now in the trash
     assert ("get", NOTES) in notion.requests and ("query", NOTES) in notion.requests
+
+    # Deleted for good (Notion answers 404): gone, with its properties.
+    del notion.data_sources[TASKS]
+    third = sync(db, application, ["data_source"])
+    assert stored(pg, app_key)["notion_data_source"] == {NOTES}
+    assert stored(pg, app_key)["notion_data_source_property"] == {
+        f"{NOTES}:title", f"{NOTES}:t%40g"}  # fmt: skip
+    assert third["data_source"].progress.deleted == 4  # Tasks and its three properties
+
+
+def archived(pg: Pg, app_key: str, collection: str) -> set[str]:
+    return {str(external_id) for (external_id,) in pg.execute(
+        "select external_id from supasaasy.entities where app_key = %s and collection_key = %s"
+        " and archived_at is not null", (app_key, collection))}  # fmt: skip
 
 
 def test_incremental_sync_reads_the_edits_since_the_watermark(
@@ -317,13 +337,55 @@ def test_an_incremental_sync_catches_what_went_to_the_trash(
     notion.data_sources[NOTES].update(in_trash=True, last_edited_time=now)
     sync(db, application, ["data_source", "page"], mode="incremental")
     rows = stored(pg, app_key)
-    assert rows["notion_data_source"] == {TASKS}
+    # Both in the trash, so both stored archived: Notes keeps its properties.
+    assert rows["notion_data_source"] == {TASKS, NOTES}
     assert rows["notion_data_source_property"] == {
-        f"{TASKS}:title", f"{TASKS}:d%3Ax", f"{TASKS}:p%7Cq"}  # fmt: skip
-    binned = pg.execute(
-        "select archived_at is not null from supasaasy.entities where app_key = %s"
-        " and external_id = 'page-task-1'", (app_key,)).fetchone()  # fmt: skip
-    assert binned == (True,)
+        f"{TASKS}:title", f"{TASKS}:d%3Ax", f"{TASKS}:p%7Cq", f"{NOTES}:title",
+        f"{NOTES}:t%40g"}  # fmt: skip
+    assert archived(pg, app_key, "notion_data_source") == {NOTES}
+    assert "page-task-1" in archived(pg, app_key, "notion_page")
+
+    # Restored from the trash: the next change feed clears archived_at.
+    later = notion_time(datetime.now(UTC) + timedelta(minutes=1))
+    notion.data_sources[NOTES].update(in_trash=False, last_edited_time=later)
+    sync(db, application, ["data_source"], mode="incremental")
+    assert archived(pg, app_key, "notion_data_source") == set()
+
+
+def deliver(db: Database, application: AppConfig, kind: str, entity_id: str) -> dict[str, Any]:
+    """A Notion event for a data source, applied as the webhook function applies it."""
+    connector = create_connector(application)
+    try:
+        found = connector.webhook_event({
+            "id": f"ev-{kind}-{datetime.now(UTC).timestamp()}", "type": kind,
+            "timestamp": datetime.now(UTC).isoformat(),
+            "entity": {"id": entity_id, "type": "data_source"}, "data": {}})  # fmt: skip
+        return db.apply_webhook_event(event_body(application, connector, found))
+    finally:
+        connector.close()
+
+
+def test_data_source_deleted_and_undeleted_events_archive_and_restore_it(
+    db: Database, pg: Pg, app_key: str, notion: FakeNotion
+) -> None:
+    application = app(app_key)
+    sync(db, application, ["data_source"])
+    before = stored(pg, app_key)
+
+    notion.data_sources[NOTES]["in_trash"] = True
+    answer = deliver(db, application, "data_source.deleted", NOTES)
+    assert (answer["created"], answer["deleted"]) == (0, 0)
+    assert stored(pg, app_key) == before  # Notes and its properties stay
+    assert archived(pg, app_key, "notion_data_source") == {NOTES}
+
+    notion.data_sources[NOTES]["in_trash"] = False
+    deliver(db, application, "data_source.undeleted", NOTES)
+    assert archived(pg, app_key, "notion_data_source") == set()
+
+    del notion.data_sources[NOTES]  # deleted for good
+    answer = deliver(db, application, "data_source.deleted", NOTES)
+    assert answer["deleted"] == 3  # Notes and its two properties
+    assert stored(pg, app_key)["notion_data_source"] == {TASKS}
 
 
 VIEWS = ("notion_data_sources", "notion_data_source_properties", "notion_pages", "notion_users")
@@ -393,3 +455,104 @@ def test_typed_views_read_the_synced_rows_and_refuse_anon(
             granted = pg.execute("select has_table_privilege(%s, %s, 'select')",
                                  (role, f"supasaasy.{view}")).fetchone()  # fmt: skip
             assert granted == (expected,), (role, view)
+
+
+# -- rows keyed by Notion's ids ----------------------------------------------------
+
+
+def ids(pg: Pg, app_key: str) -> dict[tuple[str, str], str]:
+    """(collection, external_id) -> entities.id of an app's rows."""
+    return {(str(c), str(x)): str(i) for c, x, i in pg.execute(
+        "select collection_key, external_id, id from supasaasy.entities where app_key = %s",
+        (app_key,))}  # fmt: skip
+
+
+def test_data_sources_pages_and_users_are_keyed_by_their_notion_ids(
+    db: Database, pg: Pg, app_key: str, notion: FakeNotion
+) -> None:
+    source, row, person = (str(uuid.uuid4()) for _ in range(3))
+    notion.add_data_source(source, "Fresh", [("title", "Name", "title")])
+    notion.rows[source] = [notion_page(row, source, "Row")]
+    notion.users.append({"object": "user", "id": person, "type": "person", "name": "Di"})
+    sync(db, app(app_key), ["data_source", "page", "user"])
+
+    keyed = ids(pg, app_key)
+    for collection, external_id in (("notion_data_source", source), ("notion_page", row),
+                                    ("notion_user", person)):  # fmt: skip
+        assert keyed[(collection, external_id)] == external_id, collection
+    # A property's external_id is not a UUID: a generated id.
+    assert keyed[("notion_data_source_property", f"{source}:title")] not in (source, row, person)
+    # Ids that are not UUIDs keep generated ones.
+    assert uuid.UUID(keyed[("notion_user", "user-ada")])
+    # The views join on them.
+    joined = pg.execute(
+        "select d.title from supasaasy.notion_pages p join supasaasy.notion_data_sources d"
+        " on d.id = (p.data_source_id)::uuid where p.id = %s", (row,)).fetchone()  # fmt: skip
+    assert joined == ("Fresh",)
+
+    # Another app sharing the same objects syncs them too, under generated ids.
+    other = f"{app_key}_b"
+    sync(db, app(other), ["data_source", "page", "user"])
+    theirs = ids(pg, other)
+    assert theirs.keys() == keyed.keys()
+    assert theirs[("notion_page", row)] != row
+    assert set(theirs.values()).isdisjoint(keyed.values())
+
+
+NOTION_IDS = "20261202001400"
+
+
+def test_rows_stored_before_are_given_their_notion_ids_without_duplicates(
+    new_database: Callable[[], str],
+) -> None:
+    url = new_database()
+    apply_migrations(url, [m for m in package_migrations() if m.version < NOTION_IDS])
+    shared, keyed_already, source, person = (str(uuid.uuid4()) for _ in range(4))
+    # (app, collection, external_id, id or None for a generated one), oldest first.
+    rows = [
+        ("wiki", "notion_page", shared, None),
+        ("wiki", "notion_data_source", source, None),
+        ("wiki", "notion_user", person, None),
+        ("wiki", "notion_data_source_property", f"{source}:title", None),
+        ("wiki", "notion_page", "not-a-uuid", None),
+        ("wiki_b", "notion_page", shared, None),  # the same page in another app
+        ("old", "notion_page", keyed_already, keyed_already),  # imported from the original
+        ("wiki", "notion_page", keyed_already, None),
+        ("pay", "stripe_customer", str(uuid.uuid4()), None),
+    ]
+    with psycopg.connect(url, autocommit=True) as conn:
+        for n, (app_key, collection, external_id, given) in enumerate(rows):
+            conn.execute(
+                "insert into supasaasy.entities (id, app_key, collection_key, external_id,"
+                " raw_payload, created_at) values (coalesce(%s::uuid, gen_random_uuid()),"
+                " %s, %s, %s, %s, now() - make_interval(mins => %s))",
+                (given, app_key, collection, external_id,
+                 json.dumps({"id": external_id}), 100 - n))  # fmt: skip
+        before = dict(((a, c, x), (str(i), p)) for a, c, x, i, p in conn.execute(
+            "select app_key, collection_key, external_id, id, raw_payload"
+            " from supasaasy.entities"))  # fmt: skip
+
+    applied = [m.version for m in apply_migrations(url)]
+    assert applied and applied[0] == NOTION_IDS
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        after = dict(((a, c, x), (str(i), p)) for a, c, x, i, p in conn.execute(
+            "select app_key, collection_key, external_id, id, raw_payload"
+            " from supasaasy.entities"))  # fmt: skip
+        # Nothing lost, nothing doubled, payloads as they were.
+        assert after.keys() == before.keys()
+        assert {k: p for k, (_, p) in after.items()} == {k: p for k, (_, p) in before.items()}
+        rekeyed = {k for k in after if after[k][0] != before[k][0]}
+        assert rekeyed == {("wiki", "notion_page", shared), ("wiki", "notion_data_source", source),
+                           ("wiki", "notion_user", person)}  # fmt: skip
+        assert all(after[k][0] == k[2] for k in rekeyed)
+        assert after[("old", "notion_page", keyed_already)][0] == keyed_already
+
+        # Rows inserted from now on are keyed so at once.
+        fresh = str(uuid.uuid4())
+        inserted = conn.execute(
+            "insert into supasaasy.entities (app_key, collection_key, external_id, raw_payload)"
+            " values ('wiki', 'notion_page', %s, '{}') returning id",
+            (fresh,),
+        ).fetchone()
+        assert inserted is not None and str(inserted[0]) == fresh

@@ -31,6 +31,7 @@ TOKEN = "ntn_unit_secret_token_123"
 DS_A = "2f26ee68-df30-4251-aad4-8ddc420cba3d"
 DS_B = "7a1c3b9e-0d44-4b50-8888-8dd25736052a"
 DATABASE = "a1b2c3d4-e5f6-7890-abcd-ef1234567890"
+DATA_SOURCE = "notion_data_source"
 
 
 @pytest.fixture(autouse=True)
@@ -406,7 +407,10 @@ def test_a_change_feed_resumed_in_the_trash_reads_only_the_trash(
     pages = list(notion.incremental_sync("data_source", since=since, cursor="trash:t-4"))
     assert sent(route.calls[0])["start_cursor"] == "t-4"
     assert sent(route.calls[0])["filter"]["in_trash"] is True
-    assert pages[0].deletions == [Deletion("notion_data_source", DS_A)]
+    # In the trash (restorable), as pages there are: stored archived, with its properties.
+    assert pages[0].deletions == []
+    assert [(r.external_id, r.archived) for r in pages[0].records] == [
+        (DS_A, True), (f"{DS_A}:title", False), (f"{DS_A}:s%3Dq", False)]  # fmt: skip
     assert [c.parent_id for c in pages[0].child_sets] == [DS_A]
     assert [p.cursor for p in pages] == [None]
 
@@ -590,9 +594,93 @@ def test_metadata_describes_the_resources(project_root: Path) -> None:
     [child] = metadata.children_of("data_source")
     assert (child.collection_key, child.synced_with_parent, child.supports_incremental) == (
         "notion_data_source_property", "data_source", False)  # fmt: skip
-    assert metadata.sql_files == ("20261202000600_notion_views.sql",)
-    [(name, sql)] = connector_sql("notion")
-    assert (name, sql) in [(m.file_name, m.sql) for m in package_migrations()]
+    assert metadata.sql_files == (
+        "20261202000600_notion_views.sql", "20261202001400_notion_entity_ids.sql")  # fmt: skip
+    [(name, sql), (later, keyed)] = connector_sql("notion")
+    shipped = [(m.file_name, m.sql) for m in package_migrations()]
+    assert (name, sql) in shipped and (later, keyed) in shipped
+    assert "create trigger entities_notion_id" in keyed
     for view in ("notion_data_sources", "notion_data_source_properties", "notion_pages",
                  "notion_users"):  # fmt: skip
         assert f"create or replace view supasaasy.{view} with (security_invoker = true)" in sql
+
+
+@respx.mock(base_url=API, assert_all_called=True)
+def test_stored_data_sources_search_leaves_out_are_kept_archived_or_deleted(
+    respx_mock: respx.MockRouter,
+) -> None:
+    respx_mock.post("/v1/search").mock(return_value=httpx.Response(200, json=listing([])))
+    trashed, gone = DS_A, DS_B
+    respx_mock.get(f"/v1/data_sources/{trashed}").mock(return_value=httpx.Response(
+        200, json=data_source(trashed, "Binned", in_trash=True)))  # fmt: skip
+    respx_mock.get(f"/v1/data_sources/{gone}").mock(return_value=httpx.Response(
+        404, json={"object": "error", "status": 404, "code": "object_not_found",
+                   "message": "Could not find data_source"}))  # fmt: skip
+    notion, _ = connector()
+    notion.stored_ids = lambda collection: [trashed, gone] if collection == DATA_SOURCE else []
+    [only] = list(notion.full_sync("data_source"))
+    assert [(r.external_id, r.archived) for r in only.records] == [
+        (trashed, True), (f"{trashed}:title", False), (f"{trashed}:s%3Dq", False)]  # fmt: skip
+    assert only.deletions == [Deletion(DATA_SOURCE, gone)]
+    assert [c.parent_id for c in only.child_sets] == [trashed, gone]
+
+
+def notion_event(kind: str, entity_id: str, entity_type: str = "data_source") -> dict[str, Any]:
+    return {"id": f"ev-{kind}", "timestamp": "2030-01-01T00:00:00.000Z", "type": kind,
+            "workspace_id": "w", "subscription_id": "s", "integration_id": "i",
+            "entity": {"id": entity_id, "type": entity_type}, "data": {}}  # fmt: skip
+
+
+@respx.mock(base_url=API, assert_all_called=True)
+def test_a_deleted_data_source_is_archived_and_an_undeleted_one_restored(
+    respx_mock: respx.MockRouter,
+) -> None:
+    route = respx_mock.get(f"/v1/data_sources/{DS_A}")
+    notion, _ = connector()
+
+    route.return_value = httpx.Response(200, json=data_source(DS_A, "Tasks", in_trash=True))
+    deleted = notion.webhook_event(notion_event("data_source.deleted", DS_A)).page
+    assert deleted is not None and deleted.deletions == []
+    assert [(r.external_id, r.archived) for r in deleted.records] == [
+        (DS_A, True), (f"{DS_A}:title", False), (f"{DS_A}:s%3Dq", False)]  # fmt: skip
+
+    route.return_value = httpx.Response(200, json=data_source(DS_A, "Tasks"))
+    restored = notion.webhook_event(notion_event("data_source.undeleted", DS_A)).page
+    assert restored is not None
+    assert (restored.records[0].external_id, restored.records[0].archived) == (DS_A, False)
+
+    route.return_value = httpx.Response(
+        404, json={"object": "error", "status": 404, "code": "object_not_found", "message": "x"}
+    )
+    gone = notion.webhook_event(notion_event("data_source.deleted", DS_A)).page
+    assert gone is not None and gone.records == []
+    assert gone.deletions == [Deletion(DATA_SOURCE, DS_A)]
+    assert [c.parent_id for c in gone.child_sets] == [DS_A]
+
+
+@respx.mock(base_url=API, assert_all_called=True)
+def test_rows_of_a_stored_data_source_notion_refuses_to_query_are_skipped(
+    respx_mock: respx.MockRouter,
+) -> None:
+    # DS_B is stored (in the trash, say) and search no longer lists it: whether Notion
+    # answers its query with 404 or 400, the other data sources' rows are read.
+    mock_data_sources(respx_mock, DS_A)
+    respx_mock.post(f"/v1/data_sources/{DS_A}/query").mock(
+        return_value=httpx.Response(200, json=listing([page("p-1")]))
+    )
+    refused = respx_mock.post(f"/v1/data_sources/{DS_B}/query").mock(return_value=httpx.Response(
+        400, json={"object": "error", "status": 400, "code": "validation_error",
+                   "message": "Can't query a data source that is archived."}))  # fmt: skip
+    notion, _ = connector()
+    notion.stored_ids = lambda collection: [DS_B] if collection == DATA_SOURCE else []
+    pages = list(notion.full_sync("page"))
+    assert refused.call_count == 1
+    assert [r.external_id for p in pages for r in p.records] == ["p-1"]
+    assert pages[-1].cursor is None
+
+    # A data source search lists is queried as any other: a 400 there is a failure.
+    respx_mock.post(f"/v1/data_sources/{DS_A}/query").mock(return_value=httpx.Response(
+        400, json={"object": "error", "status": 400, "code": "validation_error",
+                   "message": "body failed validation"}))  # fmt: skip
+    with pytest.raises(ProviderError, match="body failed validation"):
+        list(notion.full_sync("page"))

@@ -14,9 +14,17 @@ their own. Pages are read as raw JSON with httpx and Notion's cursor pagination
   the data source and Notion's cursor within it: `<data source id>:<next_cursor>`.
 - users: `GET /v1/users`; users have no edit time, so there is no incremental sync.
 
+Data sources, pages and users are stored under their Notion ids (as Notion writes them,
+with dashes) as `external_id`, and their rows are keyed by them too (`entities.id`, see
+migration 20261202001400); a property's external_id is `<data source id>:<property id>`.
+
 Incremental syncs of data sources and pages read the search, most recently edited
 first, and stop at the watermark less an overlap: Notion stamps edits to the minute
 and its search index lags a little behind edits.
+
+Objects in the trash (`archived`, `in_trash`) are stored with `archived_at`, data
+sources and pages alike: the trash can give them back (`*.undeleted`, or restored by
+hand), and Notion answers 404 once they are deleted for good, when they are deleted here.
 
 Webhook events carry ids only (`entity`), signed as `X-Notion-Signature: sha256=<hex
 HMAC-SHA256 of the body keyed with the subscription's verification token>`: the page or
@@ -147,7 +155,7 @@ class NotionConnector(HttpConnector):
         display_name="Notion",
         api_version=API_VERSION,
         resources=RESOURCES,
-        sql_files=("20261202000600_notion_views.sql",),
+        sql_files=("20261202000600_notion_views.sql", "20261202001400_notion_entity_ids.sql"),
     )
 
     settings_model = NotionSettings
@@ -190,10 +198,11 @@ class NotionConnector(HttpConnector):
         """Every data source (least recently edited first), or those edited since `since`
         (most recently edited first, stopping at the watermark).
 
-        Search may leave data sources out, so a full sync's last page also carries every
-        stored data source the search did not list, fetched one by one: as it is, or as
-        a deletion (with its properties) when Notion answers 404 or has it in the trash.
-        Nothing is swept for merely not being listed."""
+        Search may leave data sources out (it never lists those in the trash), so a full
+        sync's last page also carries every stored data source the search did not list,
+        fetched one by one: as it is (archived while in the trash), or as a deletion
+        (with its properties) when Notion answers 404. Nothing is swept for merely not
+        being listed."""
         if since is not None and cursor is not None and cursor.startswith(TRASH):
             yield from self._trashed_data_sources(since, cursor)
             return
@@ -223,28 +232,33 @@ class NotionConnector(HttpConnector):
             yield from self._trashed_data_sources(since, TRASH)
 
     def _trashed_data_sources(self, since: datetime, cursor: str) -> Iterator[Page]:
-        """Data sources moved to the trash since `since`: deleted, with their properties."""
+        """Data sources moved to the trash since `since`: stored archived, with their
+        properties (the trash can give them back), as rows in the trash are."""
         for objects, after in self._trashed("data_source", since, cursor):
             page = Page(cursor=after)
             for obj in objects:
-                page.deletions.append(Deletion(DATA_SOURCE, obj["id"]))
-                page.child_sets.append(ChildSet(PROPERTY, "data_source_id", obj["id"]))
+                if self._before_sync_from(obj):
+                    continue
+                if isinstance(obj.get("properties"), dict):
+                    self._add_data_source(page, obj)
+                else:
+                    self._check_data_source(page, obj["id"])
             yield page
 
     def _check_data_source(self, page: Page, source_id: str) -> None:
-        """A stored data source the search did not list: kept as it is upstream, or
-        deleted with its properties when Notion says it is gone (404, or in the trash)."""
+        """A data source as Notion has it now (archived while in the trash), or deleted
+        with its properties when Notion answers 404 (deleted for good, or no longer
+        shared with the integration)."""
         try:
             source = self.http.get_json(f"/v1/data_sources/{source_id}")
         except ProviderError as exc:
             if exc.status != 404:
                 raise
-            source = None
-        if source is None or source.get("in_trash") is True:
             log.info("notion data source %s is gone upstream", source_id)
             page.deletions.append(Deletion(DATA_SOURCE, source_id))
             page.child_sets.append(ChildSet(PROPERTY, "data_source_id", source_id))
-        elif not self._before_sync_from(source):
+            return
+        if not self._before_sync_from(source):
             self._add_data_source(page, source)
 
     def _add_data_source(self, page: Page, found: dict[str, Any]) -> None:
@@ -287,9 +301,12 @@ class NotionConnector(HttpConnector):
 
     def _data_source_rows(self, cursor: str | None) -> Iterator[Page]:
         """The rows of every data source, data source by data source in id order, each
-        oldest first. A cursor whose data source is gone resumes at the next one."""
+        oldest first. A cursor whose data source is gone resumes at the next one. A data
+        source Notion will not query is skipped (its rows leave with the sweep): one gone
+        (404), or one search does not list (stored, maybe in the trash) answered 400."""
         resume_id, _, resume_after = (cursor or "").partition(":")
-        ids = [i for i in self._data_source_ids() if i >= resume_id]
+        every, listed = self._data_source_ids()
+        ids = [i for i in every if i >= resume_id]
         if not ids:
             yield Page()
             return
@@ -313,9 +330,10 @@ class NotionConnector(HttpConnector):
                             page.records.append(self.record("page", obj))
                     yield page
             except ProviderError as exc:
-                if exc.status != 404:
+                if not (exc.status == 404 or (exc.status == 400 and source_id not in listed)):
                     raise
-                log.warning("notion data source %s is gone; its pages skipped", source_id)
+                log.warning("notion data source %s cannot be queried (%s); its pages skipped",
+                            source_id, exc)  # fmt: skip
                 if following is None:
                     yield Page()
 
@@ -427,16 +445,17 @@ class NotionConnector(HttpConnector):
 
     # -- helpers ---------------------------------------------------------------
 
-    def _data_source_ids(self) -> list[str]:
-        """The data sources whose rows a full sync reads: those search lists, and those
-        stored (search may leave some out; one that is gone answers 404 and is skipped)."""
-        ids = {
+    def _data_source_ids(self) -> tuple[list[str], set[str]]:
+        """The data sources whose rows a full sync reads, in id order: those search lists,
+        and those stored (search may leave some out, and never lists those in the trash);
+        and the set of those search lists."""
+        listed = {
             obj["id"]
             for objects, _ in self._search("data_source", "ascending", None)
             for obj in objects
             if obj.get("object") == "data_source"
         }
-        return sorted(ids | set(self.stored_ids(DATA_SOURCE)))
+        return sorted(listed | set(self.stored_ids(DATA_SOURCE))), listed
 
     def _search(
         self, kind: str, direction: str, cursor: str | None

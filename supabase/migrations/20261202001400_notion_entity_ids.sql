@@ -1,0 +1,1 @@
+../../lib/supasaasy/connectors/notion/sql/20261202001400_notion_entity_ids.sql
