@@ -114,15 +114,17 @@ class FakeStripe(FakeProvider):
                                "metadata": {}}  # fmt: skip
         if resource == "product":
             obj["updated"] = stamp
-        if LISTS[resource].state is not None:
-            field, live, _ = LISTS[resource].state or ("", None, None)
+        state = LISTS[resource].state
+        if state is not None:
+            field, live, _ = state
             obj[field] = live
         if resource in EMBEDDED:
             key, child, prefix = EMBEDDED[resource]
-            items = [{"id": f"{prefix}_{number:05d}_{n}", "object": child, resource: obj["id"],
-                      **({"created": stamp} if child == "subscription_item" else {})}
+            items = [{"id": f"{prefix}_{number:05d}_{n}", "object": child, resource: obj["id"]}
                      for n in (1, 2)]  # fmt: skip
             for item in items:
+                if child == "subscription_item":  # invoice lines have no creation time
+                    item["created"] = stamp
                 self.add(child, item, when, parent=obj["id"])
             obj[key] = {"object": "list", "data": items, "has_more": False,
                         "total_count": len(items)}  # fmt: skip
