@@ -3,7 +3,8 @@
 Starts the stack (Postgres, PostgREST, gateway, the four functions) and localstripe
 from scratch on free ports, seeds a realistic Stripe dataset, runs a full sync through
 the HTTP functions with a worker called every few seconds as cron would, shows the
-rows per collection, changes a few objects upstream, runs an incremental sync and
+rows per collection and a look at the billing views (invoices, charges, MRR, failed
+payments), changes a few objects upstream, runs an incremental sync and
 checks that the changes arrived; then has localstripe send its events to the webhook
 function and shows a rename reaching Postgres within seconds, with no sync job.
 Everything it started is stopped at the end.
@@ -30,7 +31,7 @@ from rich.table import Table
 from .cli import follow
 from .client import FunctionsClient
 from .devstack import LocalStack, StackError, StackInfo, StackSettings
-from .devstack.localstripe import register_webhook, running_localstripe
+from .devstack.localstripe import held, register_webhook, running_localstripe
 from .devstack.processes import free_port
 from .devstack.seed import SeedSummary, seed_stripe
 from .errors import DemoError as DemoError
@@ -39,8 +40,19 @@ from .errors import SupasaasyError
 APP = "stripe_local"
 STRIPE_KEY = "sk_test_local"
 WEBHOOK_SECRET = "whsec_" + secrets.token_hex(16)
-COLLECTIONS = ("stripe_customer", "stripe_product", "stripe_price", "stripe_plan",
-               "stripe_subscription", "stripe_subscription_item")  # fmt: skip
+# What the billing views say, one line each.
+BILLING = {
+    "stripe_invoices": "select string_agg(format('%s %s (%s %s)', n, status, total, currency),"
+                       " ', ' order by status) from (select status, currency, count(*) n,"
+                       " sum(total) total from supasaasy.stripe_invoices group by 1, 2) x",
+    "stripe_charges": "select string_agg(format('%s %s (%s %s)', n, status, amount, currency),"
+                      " ', ' order by status) from (select status, currency, count(*) n,"
+                      " sum(amount) amount from supasaasy.stripe_charges group by 1, 2) x",
+    "stripe_mrr": "select format('%s customers, %s %s a month', count(*), sum(mrr), currency)"
+                  " from supasaasy.stripe_mrr group by currency",
+    "stripe_failed_payments": "select string_agg(format('%s: %s', charge_id, failure_code),"
+                              " ', ') from supasaasy.stripe_failed_payments",
+}  # fmt: skip
 console = Console()
 
 
@@ -113,18 +125,19 @@ def run(args: argparse.Namespace, project: Path, state: Path) -> None:
 
         step(4, "Rows per collection")
         counts = row_counts(info.database_url)
-        upstream = {
-            "stripe_customer": len(seeded.customers), "stripe_product": len(seeded.products),
-            "stripe_price": len(seeded.plans), "stripe_plan": len(seeded.plans),
-            "stripe_subscription": len(seeded.subscriptions),
-            "stripe_subscription_item": len(seeded.subscription_items),
-        }  # fmt: skip
+        upstream = {collection: len(ids) for collection, ids in held(stripe, STRIPE_KEY).items()}
         table = Table("collection", "rows in Postgres", "upstream")
-        for collection in COLLECTIONS:
-            table.add_row(collection, f"{counts.get(collection, 0):,}", f"{upstream[collection]:,}")
+        for collection, held_upstream in upstream.items():
+            table.add_row(collection, f"{counts.get(collection, 0):,}", f"{held_upstream:,}")
         console.print(table)
-        if counts != upstream:
+        if {c: n for c, n in counts.items() if n} != {c: n for c, n in upstream.items() if n}:
             raise DemoError("row counts differ from upstream; see the table above")
+        views = Table("view", "what it says", title="billing views")
+        with psycopg.connect(info.database_url) as conn:
+            for view, query in BILLING.items():
+                said = conn.execute(query).fetchall()
+                views.add_row(view, "; ".join(str(row[0]) for row in said if row[0]) or "-")
+        console.print(views)
 
         step(5, "Changing objects upstream")
         renamed, deleted = seeded.customers[:3], seeded.customers[3:5]

@@ -20,14 +20,17 @@ import psycopg
 import pytest
 
 from supasaasy.client import FunctionsClient
+from supasaasy.connectors.stripe import StripeConnector
 from supasaasy.devstack import LocalStack, StackInfo, StackSettings
 from supasaasy.devstack.keys import new_jwt_secret
-from supasaasy.devstack.localstripe import running_localstripe
+from supasaasy.devstack.localstripe import held, running_localstripe
 from supasaasy.devstack.processes import free_port
 from supasaasy.devstack.seed import SeedSummary, seed_stripe
 
 ADMIN = "e2e-admin-key-abcdefghijklmnop"
 STRIPE_KEY = "sk_test_e2e"
+# One task per resource type, in the connector's order.
+TASKS = tuple(r.resource_type for r in StripeConnector.metadata.task_resources)
 CONFIG = """
 [[apps]]
 app_key = "stripe_e2e"
@@ -104,10 +107,9 @@ def test_a_full_job_over_http(e2e: Stack, pg: psycopg.Connection[tuple[object, .
     with e2e.client() as client:
         # 7.1 one task per resource type
         job = client.sync("stripe_e2e", "full")
-        assert job["total_tasks"] == 5 and job["status"] == "pending"
+        assert job["total_tasks"] == len(TASKS) and job["status"] == "pending"
         status = client.job(job["job_id"])
-        assert [t["resource_type"] for t in status["tasks"]] == [
-            "customer", "product", "price", "plan", "subscription"]  # fmt: skip
+        assert [t["resource_type"] for t in status["tasks"]] == list(TASKS)
         assert {t["status"] for t in status["tasks"]} == {"pending"}
 
         # 7.2 one task per worker call
@@ -135,8 +137,9 @@ def test_a_full_job_over_http(e2e: Stack, pg: psycopg.Connection[tuple[object, .
         # 7.4 completion and final status
         final = client.job(job["job_id"])
     assert final["status"] == "completed" and final["progress_percentage"] == 100.0
-    items = len(e2e.seeded.subscription_items)
-    assert final["processed_entities"] == 400 + 20 + 40 + 40 + 60 + items
+    holdings = held(e2e.stripe, STRIPE_KEY)
+    assert len(holdings["stripe_customer"]) == 400 and holdings["stripe_invoice"]
+    assert final["processed_entities"] == sum(len(ids) for ids in holdings.values())
     rows = pg.execute("select count(*) from supasaasy.entities where app_key = 'stripe_e2e'")
     assert rows.fetchone() == (final["processed_entities"],)
 
@@ -152,7 +155,7 @@ def test_a_failing_task_is_reported_while_the_others_complete(e2e: Stack) -> Non
         with e2e.stripe_api() as api:
             api.delete("/_config/faults")
     assert final["status"] == "failed"
-    assert (final["completed_tasks"], final["failed_tasks"]) == (4, 1)
+    assert (final["completed_tasks"], final["failed_tasks"]) == (len(TASKS) - 1, 1)
     failed = [t for t in final["tasks"] if t["status"] == "failed"]
     assert [t["resource_type"] for t in failed] == ["product"]
     assert failed[0]["error_message"] == "Stripe GET /v1/products failed: 400 injected 400"
@@ -211,7 +214,7 @@ def test_three_workers_finish_one_job_with_exact_counts(
         worker.start()
     for worker in workers:
         worker.join()
-    assert sum(r["tasks_processed"] for r in results) == 5
+    assert sum(r["tasks_processed"] for r in results) == len(TASKS)
     assert [r["jobs_completed"] for r in results].count([job["job_id"]]) == 1
     with e2e.client() as client:
         final = client.job(job["job_id"])

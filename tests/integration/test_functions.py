@@ -25,8 +25,9 @@ from supasaasy.connectors import (
     Resource,
     register,
 )
+from supasaasy.connectors.stripe import StripeConnector
 from supasaasy.devstack import StackInfo
-from supasaasy.devstack.localstripe import running_localstripe
+from supasaasy.devstack.localstripe import held, running_localstripe
 from supasaasy.devstack.seed import SeedSummary, seed_stripe
 
 ADMIN = "test-admin-key-0123456789"
@@ -165,8 +166,8 @@ def test_a_job_gets_one_task_per_resource_and_workers_complete_it(
 ) -> None:
     created = start(clients, "stripe_fn", mode="full")
     assert created["status"] == "pending" and created["mode"] == "full"
-    assert created["resource_types"] == ["customer", "product", "price", "plan", "subscription"]
-    assert created["total_tasks"] == 5
+    tasks = [r.resource_type for r in StripeConnector.metadata.task_resources]
+    assert created["resource_types"] == tasks and created["total_tasks"] == len(tasks)
 
     conflict = clients["sync"].post("/sync", json={"app_key": "stripe_fn"}, headers=AUTH)
     assert conflict.status_code == 409
@@ -175,15 +176,20 @@ def test_a_job_gets_one_task_per_resource_and_workers_complete_it(
     one = work(clients, job_id=created["job_id"], max_tasks=1)
     assert (one["tasks_processed"], one["shutdown_reason"]) == (1, "max_tasks_reached")
     midway = status(clients, created["job_id"])
-    assert midway["status"] == "processing" and midway["progress_percentage"] == 20.0
+    assert midway["status"] == "processing"
+    assert midway["progress_percentage"] == pytest.approx(100 / len(tasks), abs=0.1)
 
     rest = work(clients, job_id=created["job_id"])
-    assert rest["tasks_processed"] == 4 and rest["jobs_completed"] == [created["job_id"]]
+    assert rest["tasks_processed"] == len(tasks) - 1
+    assert rest["jobs_completed"] == [created["job_id"]]
     final = status(clients, created["job_id"])
-    seeded = stripe_api[1]
     counts = {t["resource_type"]: t["entity_count"] for t in final["tasks"]}
-    assert counts == {"customer": 60, "product": 6, "price": 12, "plan": 12,
-                      "subscription": 12 + len(seeded.subscription_items)}  # fmt: skip
+    # Each task's objects, and its children's (a subscription's items, an invoice's lines).
+    holdings = held(stripe_api[0], STRIPE_KEY)
+    assert counts == {r.resource_type: len(holdings[r.collection_key]) + sum(
+        len(holdings[c.collection_key]) for c in StripeConnector.metadata.children_of(
+            r.resource_type)) for r in StripeConnector.metadata.task_resources}  # fmt: skip
+    assert counts["customer"] == 60 and counts["invoice"] > 0 and counts["charge"] > 0
     assert final["status"] == "completed" and final["processed_entities"] == sum(counts.values())
     assert final["completed_at"] is not None and final["eta_seconds"] is None
     stored = pg.execute("select count(*) from supasaasy.entities where app_key = 'stripe_fn'"
@@ -347,7 +353,7 @@ BAD_SYNC_BODIES: list[tuple[Any, int, str]] = [
     ({"app_key": 5}, 400, "app_key: Input should be a valid string"),
     ({"app_key": "stripe_fn", "mode": "bogus"}, 400, "mode"),
     ({"app_key": "stripe_fn", "resource_types": "customer"}, 400, "resource_types"),
-    ({"app_key": "stripe_fn", "resource_types": ["invoice"]}, 400, "unknown resource type"),
+    ({"app_key": "stripe_fn", "resource_types": ["payout"]}, 400, "unknown resource type"),
     ({"app_key": "stripe_fn", "resource_types": []}, 400, "resource_types"),
     ({"app_key": "stripe_fn", "immediate": "yes"}, 400, "immediate"),
     ({"app_key": "stripe_fn", "extra": 1}, 400, "extra: unknown field"),

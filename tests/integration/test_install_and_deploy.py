@@ -33,6 +33,7 @@ import pytest
 from catalog import describe, difference
 
 from supasaasy.devstack import StackInfo
+from supasaasy.devstack.localstripe import held as localstripe_holdings
 from supasaasy.devstack.localstripe import running_localstripe
 from supasaasy.devstack.processes import free_port, stop, wait_until
 from supasaasy.devstack.seed import SeedSummary, seed_stripe
@@ -340,31 +341,6 @@ def servers(stack: StackInfo, workdir: Path, functions_venv: Venv,
             stop(process)
 
 
-def _stripe_ids(api: httpx.Client, path: str) -> set[str]:
-    """Every id a localstripe list holds, page by page."""
-    ids: list[str] = []
-    params: dict[str, Any] = {"limit": 100}
-    while True:
-        page = api.get(path, params=params)
-        page.raise_for_status()
-        body = page.json()
-        ids += [item["id"] for item in body["data"]]
-        if not body["has_more"]:
-            return set(ids)
-        params["starting_after"] = body["data"][-1]["id"]
-
-
-def _held_by_stripe(url: str) -> dict[str, set[str]]:
-    """What localstripe holds, by the collection the Stripe connector stores it in."""
-    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {STRIPE_KEY}"}) as api:
-        held = {f"stripe_{kind}": _stripe_ids(api, f"/v1/{kind}s")
-                for kind in ("customer", "product", "price", "plan", "subscription")}  # fmt: skip
-        held["stripe_subscription_item"] = set().union(*(
-            _stripe_ids(api, f"/v1/subscription_items?subscription={sub}")
-            for sub in held["stripe_subscription"]))  # fmt: skip
-    return held
-
-
 def test_the_deployed_functions_run_a_full_sync(
     stack: StackInfo, servers: dict[str, str], stripe: tuple[str, SeedSummary], app_key: str
 ) -> None:
@@ -389,7 +365,7 @@ def test_the_deployed_functions_run_a_full_sync(
             time.sleep(0.2)
     assert status.get("status") == "completed", status
 
-    held = _held_by_stripe(stripe[0])
+    held = localstripe_holdings(stripe[0], STRIPE_KEY)
     seeded = stripe[1]
     assert held["stripe_customer"] == set(seeded.customers)
     assert held["stripe_subscription"] == set(seeded.subscriptions)

@@ -16,6 +16,8 @@ import respx
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
+from supasaasy.connectors.stripe import StripeConnector
+
 ROOT = Path(__file__).resolve().parents[2]
 FUNCTIONS = ROOT / "functions"
 SOURCES = {"sync": "sync", "worker": "worker", "job_status": "job-status"}
@@ -40,8 +42,8 @@ page_size = {STRIPE_PAGE_SIZE} }}
 
 # The stripe connector's resources with a task of their own, in connector order
 # (subscription_item is synced with its parent, subscription).
-STRIPE_TASK_RESOURCES = ["customer", "product", "price", "plan", "subscription"]
-STRIPE_RESOURCES = ", ".join([*STRIPE_TASK_RESOURCES, "subscription_item"])
+STRIPE_TASK_RESOURCES = [r.resource_type for r in StripeConnector.metadata.task_resources]
+STRIPE_RESOURCES = ", ".join(r.resource_type for r in StripeConnector.metadata.resources)
 
 JOB_ID = postgrest_rows.JOB_ID
 TASK_ID = postgrest_rows.TASK_ID

@@ -318,8 +318,123 @@ def test_metadata_describes_the_resources() -> None:
     metadata = StripeConnector.metadata
     assert metadata.api_version == API_VERSION
     assert [r.resource_type for r in metadata.task_resources] == [
-        "customer", "product", "price", "plan", "subscription"]  # fmt: skip
+        "customer", "product", "price", "plan", "subscription", "invoice", "charge",
+        "payment_intent", "refund", "dispute", "balance_transaction", "coupon",
+        "promotion_code", "credit_note", "tax_rate", "setup_intent", "checkout_session",
+        "subscription_schedule"]  # fmt: skip
+    assert all(r.collection_key == f"stripe_{r.resource_type}" for r in metadata.resources)
     item = metadata.resource("subscription_item")
     assert item.synced_with_parent == "subscription" and not item.supports_incremental
-    with pytest.raises(ConfigError, match="no resource 'invoice'"):
-        metadata.resource("invoice")
+    lines = metadata.resource("invoice_line_item")
+    assert lines.synced_with_parent == "invoice" and not lines.supports_incremental
+    with pytest.raises(ConfigError, match="no resource 'payout'"):
+        metadata.resource("payout")
+
+
+def invoice(n: int, lines: list[dict[str, Any]], more: bool = False) -> dict[str, Any]:
+    return {"id": f"in_{n}", "object": "invoice", "customer": "cus_1", "status": "paid",
+            "created": 1_700_000_000 + n,
+            "lines": {"object": "list", "data": lines, "has_more": more}}  # fmt: skip
+
+
+def line(n: int) -> dict[str, Any]:
+    return {"id": f"il_{n}", "object": "line_item", "amount": 100 * n, "currency": "eur"}
+
+
+@respx.mock(base_url=API, assert_all_called=True)
+def test_invoices_bring_all_their_lines_each_naming_its_invoice(
+    respx_mock: respx.MockRouter,
+) -> None:
+    respx_mock.get("/v1/invoices").mock(return_value=httpx.Response(200, json=page(
+        [invoice(1, [line(1)]), invoice(2, [line(2)], more=True)], has_more=False)))  # fmt: skip
+    rest = respx_mock.get("/v1/invoices/in_2/lines").mock(side_effect=[
+        httpx.Response(200, json=page([line(2), line(3)], has_more=True)),
+        httpx.Response(200, json=page([line(4)], has_more=False)),
+    ])  # fmt: skip
+    stripe, _ = connector()
+    records = [r for p in stripe.full_sync("invoice") for r in p.records]
+    assert [(r.collection_key, r.external_id) for r in records] == [
+        ("stripe_invoice", "in_1"), ("stripe_invoice_line_item", "il_1"),
+        ("stripe_invoice", "in_2"), ("stripe_invoice_line_item", "il_2"),
+        ("stripe_invoice_line_item", "il_3"), ("stripe_invoice_line_item", "il_4")]  # fmt: skip
+    assert [r.raw_payload["invoice"] for r in records[1:] if "line" in r.collection_key] == [
+        "in_1", "in_2", "in_2", "in_2"]  # fmt: skip
+    assert query(rest.calls[1].request) == {"limit": ["100"], "starting_after": ["il_3"]}
+    assert records[0].created_at == datetime.fromtimestamp(1_700_000_001, UTC)
+
+
+def newest_first(n: int, kind: str, obj: dict[str, Any]) -> dict[str, Any]:
+    return {"id": f"evt_{n}", "object": "event", "type": kind, "created": 1_800_000_000 - n,
+            "data": {"object": obj}}  # fmt: skip
+
+
+@respx.mock(base_url=API, assert_all_called=True)
+def test_billing_events_reach_their_resources(respx_mock: respx.MockRouter) -> None:
+    dispute = {"id": "dp_1", "object": "dispute", "charge": "ch_1", "status": "won"}
+    refund = {"id": "re_1", "object": "refund", "charge": "ch_1", "status": "succeeded"}
+    coupon = {"id": "SPRING", "object": "coupon", "valid": False}
+    routes = respx_mock.get("/v1/events").mock(side_effect=[
+        httpx.Response(200, json=page([newest_first(1, "charge.dispute.closed", dispute)], False)),
+        httpx.Response(200, json=page([newest_first(1, "charge.refund.updated", refund)], False)),
+        httpx.Response(200, json=page([newest_first(1, "coupon.updated", coupon),
+                                       newest_first(2, "coupon.deleted", {**coupon, "id": "OLD"})],
+                                      False)),
+        httpx.Response(200, json=page([newest_first(1, "invoice.deleted", invoice(9, [line(9)]))],
+                                      False)),
+    ])  # fmt: skip
+    stripe, _ = connector()
+    since = datetime(2027, 1, 1, tzinfo=UTC)
+    disputes = list(stripe.incremental_sync("dispute", since=since))
+    assert [r.external_id for r in disputes[0].records] == ["dp_1"]
+    assert "charge.dispute.closed" in query(routes.calls[0].request)["types[2]"]
+    refunds = next(iter(stripe.incremental_sync("refund", since=since)))
+    assert [r.external_id for r in refunds.records] == ["re_1"]
+    coupons = next(iter(stripe.incremental_sync("coupon", since=since)))
+    assert [(r.external_id, r.archived) for r in coupons.records] == [("SPRING", True)]
+    assert [d.external_id for d in coupons.deletions] == ["OLD"]
+    invoices = next(iter(stripe.incremental_sync("invoice", since=since)))
+    assert [d.external_id for d in invoices.deletions] == ["in_9"] and not invoices.records
+
+
+@respx.mock(base_url=API, assert_all_called=True)
+def test_an_invoice_event_replaces_the_set_of_its_lines(respx_mock: respx.MockRouter) -> None:
+    respx_mock.get("/v1/events").mock(return_value=httpx.Response(200, json=page(
+        [newest_first(1, "invoice.updated", invoice(5, [line(7)]))], False)))  # fmt: skip
+    stripe, _ = connector()
+    found = next(iter(stripe.incremental_sync("invoice", since=datetime(2027, 1, 1, tzinfo=UTC))))
+    assert [(r.collection_key, r.external_id) for r in found.records] == [
+        ("stripe_invoice", "in_5"), ("stripe_invoice_line_item", "il_7")]  # fmt: skip
+    assert [(c.collection_key, c.parent_field, c.parent_id) for c in found.child_sets] == [
+        ("stripe_invoice_line_item", "invoice", "in_5")]  # fmt: skip
+
+
+@respx.mock(base_url=API, assert_all_called=True)
+def test_balance_transactions_sync_incrementally_by_creation_with_a_settling_window(
+    respx_mock: respx.MockRouter,
+) -> None:
+    txn = {"id": "txn_1", "object": "balance_transaction", "status": "available",
+           "created": 1_800_000_000}  # fmt: skip
+    route = respx_mock.get("/v1/balance_transactions").mock(
+        return_value=httpx.Response(200, json=page([txn], False)))  # fmt: skip
+    stripe, _ = connector()
+    since = datetime.fromtimestamp(1_800_000_000, UTC)
+    pages = list(stripe.incremental_sync("balance_transaction", since=since))
+    assert [r.external_id for p in pages for r in p.records] == ["txn_1"]
+    assert query(route.calls[0].request)["created[gte]"] == [str(1_800_000_000 - 14 * 86400)]
+
+
+@respx.mock(base_url=API, assert_all_called=True)
+def test_schedules_that_are_over_and_inactive_codes_and_rates_are_archived(
+    respx_mock: respx.MockRouter,
+) -> None:
+    for path, objects in {
+        "/v1/subscription_schedules": [{"id": "sub_sched_1", "status": "released"},
+                                       {"id": "sub_sched_2", "status": "active"}],
+        "/v1/promotion_codes": [{"id": "promo_1", "active": False}, {"id": "promo_2"}],
+        "/v1/tax_rates": [{"id": "txr_1", "active": False}, {"id": "txr_2", "active": True}],
+    }.items():  # fmt: skip
+        respx_mock.get(path).mock(return_value=httpx.Response(200, json=page(objects, False)))
+    stripe, _ = connector()
+    for resource in ("subscription_schedule", "promotion_code", "tax_rate"):
+        records = [r for p in stripe.full_sync(resource) for r in p.records]
+        assert [r.archived for r in records] == [True, False], resource

@@ -61,7 +61,7 @@ def test_sync_creates_a_job(sync_client: FlaskClient, fake: FakePostgrest) -> No
         "app_key": "billing",
         "mode": "incremental",
         "status": "pending",
-        "total_tasks": 5,
+        "total_tasks": len(STRIPE_TASK_RESOURCES),
         "resource_types": STRIPE_TASK_RESOURCES,
     }
     # The job waits for a worker: pending, with one pending task per resource.
@@ -239,8 +239,8 @@ BAD_SYNC_BODIES = [
         id="resource_types-int",
     ),
     pytest.param(
-        {"app_key": "billing", "resource_types": ["invoice"]},
-        f"resource_types: unknown resource type 'invoice' for app 'billing'; "
+        {"app_key": "billing", "resource_types": ["payout"]},
+        f"resource_types: unknown resource type 'payout' for app 'billing'; "
         f"known: {STRIPE_RESOURCES}",
         id="resource_types-unknown",
     ),

@@ -193,7 +193,7 @@ def test_stripe_events_map_as_the_change_feed_applies_them() -> None:
 
 
 def test_stripe_events_of_resources_not_synced_change_nothing() -> None:
-    assert make("stripe").webhook_event(stripe_event("invoice.paid", {"id": "in_1"})).page is None
+    assert make("stripe").webhook_event(stripe_event("payout.paid", {"id": "po_1"})).page is None
     products = make("stripe", resources=["product"])
     assert products.webhook_event(stripe_event("customer.created", {"id": "cus_1"})).page is None
     assert products.webhook_event(stripe_event("product.created", {"id": "prod_1"})).page

@@ -141,6 +141,7 @@ import argparse
 import contextlib
 import hashlib
 import itertools
+import json
 import operator
 import sys
 import tempfile
@@ -1950,6 +1951,49 @@ def register_webhook(api: str, url: str, secret: str, name: str = "supasaasy") -
     with urllib.request.urlopen(request, timeout=10) as response:
         if int(response.status) != 200:
             raise OSError(f"localstripe refused the webhook: {response.status}")
+
+
+# Each list of a Stripe account, by the collection the Stripe connector stores it in.
+LISTS = {
+    "stripe_customer": "/v1/customers", "stripe_product": "/v1/products",
+    "stripe_price": "/v1/prices", "stripe_plan": "/v1/plans",
+    "stripe_subscription": "/v1/subscriptions?status=all", "stripe_invoice": "/v1/invoices",
+    "stripe_charge": "/v1/charges", "stripe_payment_intent": "/v1/payment_intents",
+    "stripe_refund": "/v1/refunds", "stripe_dispute": "/v1/disputes",
+    "stripe_balance_transaction": "/v1/balance_transactions", "stripe_coupon": "/v1/coupons",
+    "stripe_promotion_code": "/v1/promotion_codes", "stripe_credit_note": "/v1/credit_notes",
+    "stripe_tax_rate": "/v1/tax_rates", "stripe_setup_intent": "/v1/setup_intents",
+    "stripe_checkout_session": "/v1/checkout/sessions",
+    "stripe_subscription_schedule": "/v1/subscription_schedules",
+}  # fmt: skip
+
+
+def held(api: str, api_key: str = TEST_API_KEY) -> dict[str, set[str]]:
+    """The ids a Stripe API (localstripe) holds, by collection, children included: listed
+    here on their own, as a check on what a sync stored."""
+
+    def ids(path: str) -> set[str]:
+        found: list[str] = []
+        after = ""
+        while True:
+            joiner = "&" if "?" in path else "?"
+            url = f"{api.rstrip('/')}{path}{joiner}limit=100{after}"
+            request = urllib.request.Request(url, headers={"Authorization": f"Bearer {api_key}"})
+            with urllib.request.urlopen(request, timeout=30) as response:
+                body = json.loads(response.read())
+            found += [obj["id"] for obj in body["data"]]
+            if not body["has_more"]:
+                return set(found)
+            after = f"&starting_after={found[-1]}"
+
+    holdings = {collection: ids(path) for collection, path in LISTS.items()}
+    holdings["stripe_subscription_item"] = set().union(*(
+        ids(f"/v1/subscription_items?subscription={sub}")
+        for sub in holdings["stripe_subscription"]))  # fmt: skip
+    holdings["stripe_invoice_line_item"] = set().union(
+        *(ids(f"/v1/invoices/{invoice}/lines") for invoice in holdings["stripe_invoice"])
+    )
+    return holdings
 
 
 def _answers(url: str) -> bool:

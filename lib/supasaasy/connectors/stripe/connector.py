@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Mapping
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -38,8 +39,10 @@ from ..paginators import Objects, StartingAfterPaginator
 API_VERSION = "2025-02-24.acacia"
 EVENTS_RETENTION_SECONDS = 30 * 24 * 3600
 
-# Subscriptions that have ended for good are stored with archived_at.
+# Subscriptions that have ended for good are stored with archived_at, and so are
+# subscription schedules that are over.
 ENDED_SUBSCRIPTION = frozenset({"canceled", "incomplete_expired"})
+ENDED_SCHEDULE = frozenset({"canceled", "completed", "released"})
 
 
 def _inactive(obj: dict[str, Any]) -> bool:
@@ -57,48 +60,119 @@ def _list(path: str, **request: Any) -> Listing:
                    page_size_param="limit")  # fmt: skip
 
 
+def _invalid(coupon: dict[str, Any]) -> bool:
+    """Coupons that can no longer be redeemed are stored with archived_at."""
+    return coupon.get("valid") is False
+
+
+def _schedule_over(schedule: dict[str, Any]) -> bool:
+    return schedule.get("status") in ENDED_SCHEDULE
+
+
+def _stripe(resource_type: str, description: str, path: str, **rules: Any) -> Resource:
+    """A resource listed at `path`, collection `stripe_<resource_type>`, created at
+    `created`; `rules` as Resource takes them (`listing_request` goes to the listing)."""
+    request = rules.pop("listing_request", {})
+    return Resource(resource_type, f"stripe_{resource_type}", description,
+                    listing=_list(path, **request), created_field="created", **rules)  # fmt: skip
+
+
+def _child_list(path: str) -> Listing:
+    """The whole list of a parent's children, 100 a page."""
+    return Listing(path, paginator=StartingAfterPaginator, request={"limit": 100})
+
+
 RESOURCES = (
-    Resource("customer", "stripe_customer", "Stripe customers",
-             listing=_list("/v1/customers"), created_field="created"),
-    Resource("product", "stripe_product", "Stripe products",
-             listing=_list("/v1/products"), archived=_inactive, created_field="created",
-             updated_field="updated"),
-    Resource("price", "stripe_price", "Stripe prices",
-             listing=_list("/v1/prices"), archived=_inactive, created_field="created"),
-    Resource("plan", "stripe_plan", "Stripe plans (legacy)",
-             listing=_list("/v1/plans"), archived=_inactive, created_field="created"),
+    _stripe("customer", "Stripe customers", "/v1/customers"),
+    _stripe("product", "Stripe products", "/v1/products", archived=_inactive,
+            updated_field="updated"),
+    _stripe("price", "Stripe prices", "/v1/prices", archived=_inactive),
+    _stripe("plan", "Stripe plans (legacy)", "/v1/plans", archived=_inactive),
     # Subscriptions of every status; other lists include inactive objects by default.
-    Resource("subscription", "stripe_subscription", "Stripe subscriptions",
-             listing=_list("/v1/subscriptions", status="all"), archived=_ended,
-             created_field="created"),
+    _stripe("subscription", "Stripe subscriptions", "/v1/subscriptions", archived=_ended,
+            listing_request={"status": "all"}),
     Resource("subscription_item", "stripe_subscription_item", "Stripe subscription items",
              supports_incremental=False, synced_with_parent="subscription",
-             listing=Listing("/v1/subscription_items", paginator=StartingAfterPaginator,
-                             request={"limit": 100}),
-             created_field="created"),
+             listing=_child_list("/v1/subscription_items"), created_field="created"),
+    _stripe("invoice", "Stripe invoices", "/v1/invoices"),
+    # The lines of an invoice: embedded, or its own list (`{id}` the invoice's) when long.
+    Resource("invoice_line_item", "stripe_invoice_line_item", "Stripe invoice lines",
+             supports_incremental=False, synced_with_parent="invoice",
+             listing=_child_list("/v1/invoices/{id}/lines")),
+    _stripe("charge", "Stripe charges", "/v1/charges"),
+    _stripe("payment_intent", "Stripe payment intents", "/v1/payment_intents"),
+    _stripe("refund", "Stripe refunds", "/v1/refunds"),
+    _stripe("dispute", "Stripe disputes", "/v1/disputes"),
+    _stripe("balance_transaction", "Stripe balance transactions (no events: an incremental"
+            " sync lists those created since the watermark less a settling window)",
+            "/v1/balance_transactions"),
+    _stripe("coupon", "Stripe coupons", "/v1/coupons", archived=_invalid),
+    _stripe("promotion_code", "Stripe promotion codes", "/v1/promotion_codes",
+            archived=_inactive),
+    _stripe("credit_note", "Stripe credit notes", "/v1/credit_notes"),
+    _stripe("tax_rate", "Stripe tax rates", "/v1/tax_rates", archived=_inactive),
+    _stripe("setup_intent", "Stripe setup intents", "/v1/setup_intents"),
+    _stripe("checkout_session", "Stripe Checkout sessions", "/v1/checkout/sessions"),
+    _stripe("subscription_schedule", "Stripe subscription schedules",
+            "/v1/subscription_schedules", archived=_schedule_over),
 )  # fmt: skip
 # Events, newest first; 100 a page (the most Stripe gives).
 EVENTS = Listing("/v1/events", paginator=StartingAfterPaginator, request={"limit": 100})
 # Stripe's request limits: live mode allows about 100 a second, test mode 25.
 LIVE_REQUESTS_PER_SECOND = 100.0
 TEST_REQUESTS_PER_SECOND = 25.0
+# Balance transactions change (pending to available) without an event: an incremental
+# sync reads again those created this long before the watermark (Stripe settles within
+# its payout delay, 2 to 14 days in most countries).
+SETTLING_SECONDS = 14 * 24 * 3600
 
+
+def _events(prefix: str, *actions: str) -> tuple[str, ...]:
+    return tuple(f"{prefix}.{action}" for action in actions)
+
+
+# The events of each resource whose `data.object` is one of its objects. Balance
+# transactions have none.
 EVENT_TYPES = {
-    "customer": ("customer.created", "customer.updated", "customer.deleted"),
-    "product": ("product.created", "product.updated", "product.deleted"),
-    "price": ("price.created", "price.updated", "price.deleted"),
-    "plan": ("plan.created", "plan.updated", "plan.deleted"),
-    "subscription": (
-        "customer.subscription.created",
-        "customer.subscription.updated",
-        "customer.subscription.deleted",
-        "customer.subscription.paused",
-        "customer.subscription.resumed",
-        "customer.subscription.pending_update_applied",
-        "customer.subscription.pending_update_expired",
-        "customer.subscription.trial_will_end",
-    ),
-}
+    "customer": _events("customer", "created", "updated", "deleted"),
+    "product": _events("product", "created", "updated", "deleted"),
+    "price": _events("price", "created", "updated", "deleted"),
+    "plan": _events("plan", "created", "updated", "deleted"),
+    "subscription": _events(
+        "customer.subscription", "created", "updated", "deleted", "paused", "resumed",
+        "pending_update_applied", "pending_update_expired", "trial_will_end"),
+    "invoice": _events(
+        "invoice", "created", "updated", "deleted", "finalized", "finalization_failed",
+        "paid", "payment_action_required", "payment_failed", "payment_succeeded", "sent",
+        "voided", "marked_uncollectible", "overdue", "will_be_due"),
+    "charge": _events(
+        "charge", "captured", "expired", "failed", "pending", "refunded", "succeeded",
+        "updated"),
+    "payment_intent": _events(
+        "payment_intent", "amount_capturable_updated", "canceled", "created",
+        "partially_funded", "payment_failed", "processing", "requires_action", "succeeded"),
+    "refund": (*_events("refund", "created", "updated", "failed"), "charge.refund.updated"),
+    "dispute": _events(
+        "charge.dispute", "created", "updated", "closed", "funds_reinstated",
+        "funds_withdrawn"),
+    "coupon": _events("coupon", "created", "updated", "deleted"),
+    "promotion_code": _events("promotion_code", "created", "updated"),
+    "credit_note": _events("credit_note", "created", "updated", "voided"),
+    "tax_rate": _events("tax_rate", "created", "updated"),
+    "setup_intent": _events(
+        "setup_intent", "canceled", "created", "requires_action", "setup_failed", "succeeded"),
+    "checkout_session": _events(
+        "checkout.session", "async_payment_failed", "async_payment_succeeded", "completed",
+        "expired"),
+    "subscription_schedule": _events(
+        "subscription_schedule", "aborted", "canceled", "completed", "created", "expiring",
+        "released", "updated"),
+}  # fmt: skip
+# Children, come with their parent: (child resource, the field naming the parent), and
+# where the parent embeds them.
+CHILDREN = {"subscription": ("subscription_item", "subscription"),
+            "invoice": ("invoice_line_item", "invoice")}  # fmt: skip
+EMBEDDED = {"subscription": "items", "invoice": "lines"}
 # A canceled subscription still exists upstream: its event carries its final state.
 NOT_A_DELETION = frozenset({"customer.subscription.deleted"})
 EVENT_RESOURCE = {event: resource for resource, events in EVENT_TYPES.items() for event in events}
@@ -165,12 +239,14 @@ class StripeConnector(HttpConnector):
         observed: datetime | None = None,
         api_version: str | None = None,
     ) -> None:
-        """The object's record; a subscription's with a record per item."""
+        """The object's record, and one per child (a subscription's items, an invoice's
+        lines)."""
         kind = resource.resource_type
         page.records.append(self.record(kind, obj, observed_at=observed, api_version=api_version))
-        if kind == "subscription":
-            for item in self._subscription_items(obj):
-                page.records.append(self.record("subscription_item", item, observed_at=observed,
+        if kind in CHILDREN:
+            child = CHILDREN[kind][0]
+            for item in self._children(kind, obj):
+                page.records.append(self.record(child, item, observed_at=observed,
                                                 api_version=api_version))  # fmt: skip
 
     # -- incremental sync ------------------------------------------------------
@@ -179,8 +255,21 @@ class StripeConnector(HttpConnector):
         self, resource_type: str, *, since: datetime, cursor: str | None = None
     ) -> Iterator[Page]:
         resource = self.task_resource(resource_type)
+        if resource_type not in EVENT_TYPES:  # balance transactions: no events
+            return self._recently_created(resource, since, cursor)
+        return self._events(resource, since, cursor)
+
+    def _recently_created(
+        self, resource: Resource, since: datetime, cursor: str | None
+    ) -> Iterator[Page]:
+        """Objects created since the watermark less the settling window, listed."""
+        request = {"created[gte]": int(since.timestamp()) - SETTLING_SECONDS}
+        return self.list_pages(resource, cursor, request)
+
+    def _events(self, resource: Resource, since: datetime, cursor: str | None) -> Iterator[Page]:
+        """The resource's events since `since`, newest first: each object's latest state."""
         request: dict[str, Any] = {"created[gte]": int(since.timestamp())}
-        for i, event_type in enumerate(EVENT_TYPES[resource_type]):
+        for i, event_type in enumerate(EVENT_TYPES[resource.resource_type]):
             request[f"types[{i}]"] = event_type
         handled: set[str] = set()
         for events, after in self.listed(EVENTS, cursor, request):
@@ -197,7 +286,7 @@ class StripeConnector(HttpConnector):
         self, page: Page, resource: Resource, event: dict[str, Any], obj: dict[str, Any]
     ) -> None:
         """What one event of the resource changes: its object's state as of the event
-        (with the subscription's whole set of items), or its deletion."""
+        (with its whole set of children), or its deletion."""
         observed = _event_time(event)
         version = event.get("api_version") or None
         event_type = str(event.get("type", ""))
@@ -205,10 +294,10 @@ class StripeConnector(HttpConnector):
             page.deletions.append(Deletion(resource.collection_key, obj["id"], observed))
             return
         self.add(page, resource, obj, observed=observed, api_version=version)
-        if resource.resource_type == "subscription":
-            page.child_sets.append(
-                ChildSet("stripe_subscription_item", "subscription", obj["id"], observed)
-            )
+        if resource.resource_type in CHILDREN:
+            child, parent_field = CHILDREN[resource.resource_type]
+            collection = self.metadata.resource(child).collection_key
+            page.child_sets.append(ChildSet(collection, parent_field, obj["id"], observed))
 
     # -- webhooks --------------------------------------------------------------
 
@@ -251,16 +340,23 @@ class StripeConnector(HttpConnector):
             raise ProviderError(f"{where} returned a page without data/has_more")
         return super().page_objects(body, key, where)
 
-    def _subscription_items(self, subscription: dict[str, Any]) -> list[dict[str, Any]]:
-        """All items of a subscription: those embedded, or all of them when there are more."""
-        items = self.metadata.resource("subscription_item").listing
-        assert items is not None
-        embedded = subscription.get("items")
+    def _children(self, kind: str, parent: dict[str, Any]) -> list[dict[str, Any]]:
+        """All children of a subscription (its items) or an invoice (its lines): those
+        embedded, or the whole list when there are more. Each names its parent."""
+        child, parent_field = CHILDREN[kind]
+        listing = self.metadata.resource(child).listing
+        assert listing is not None
+        embedded = parent.get(EMBEDDED[kind])
         if isinstance(embedded, dict) and embedded.get("has_more") is False:
-            where = f"Stripe: the items of {subscription['id']}"
-            return self.page_objects(embedded, "data", where)
-        request = {"subscription": subscription["id"]}
-        return [item for found, _ in self.listed(items, None, request) for item in found]
+            where = f"Stripe: the {EMBEDDED[kind]} of {parent['id']}"
+            found = self.page_objects(embedded, "data", where)
+        elif "{id}" in listing.path:
+            listing = replace(listing, path=listing.path.format(id=parent["id"]))
+            found = [c for objects, _ in self.listed(listing, None) for c in objects]
+        else:
+            request = {parent_field: parent["id"]}
+            found = [c for objects, _ in self.listed(listing, None, request) for c in objects]
+        return [{**c, parent_field: parent["id"]} for c in found]
 
 
 def _event_time(event: dict[str, Any]) -> datetime:
