@@ -182,9 +182,10 @@ class StartingAfterPaginator(_CursorPaginator):
 
 class BodyCursorPaginator(_CursorPaginator):
     """The next page's cursor read from the body at `next_path`; with `has_more`, a
-    boolean in the body says whether more follow (and then the cursor must be there),
-    without it a missing cursor is the end. Notion (`next_cursor`, `has_more`), Intercom
-    (`pages.next.starting_after`)."""
+    boolean in the body says whether more follow (and then the cursor must be there);
+    with `more_at`, a value at that path says more follow (and then the cursor must be
+    there); without either, a missing cursor is the end. Notion (`next_cursor`,
+    `has_more`), Intercom (`pages.next.starting_after`, `pages.next`)."""
 
     def __init__(
         self,
@@ -194,18 +195,22 @@ class BodyCursorPaginator(_CursorPaginator):
         param: Param,
         next_path: Sequence[str],
         has_more: str | None = None,
+        more_at: Sequence[str] | None = None,
         empty_with_more: EmptyWithMore = "fail",
         prefix: str = "",
     ) -> None:
         super().__init__(where, cursor, param=param, empty_with_more=empty_with_more, prefix=prefix)
         self.next_path = tuple(next_path)
         self.has_more = has_more
+        self.more_at = tuple(more_at) if more_at is not None else None
 
     def _next(self, body: dict[str, Any], objects: Objects) -> str | None:
-        found: Any = body
-        for key in self.next_path:
-            found = found.get(key) if isinstance(found, dict) else None
+        found = _at(body, self.next_path)
         following = found if isinstance(found, str) and found else None
+        if self.more_at is not None and _at(body, self.more_at) is not None and not following:
+            more, way = ".".join(self.more_at), ".".join(self.next_path)
+            raise ProviderError(f"{self.where} returned {more} without a {way}: more follow,"
+                                " with no way on")  # fmt: skip
         if self.has_more is None:
             return following
         more = body.get(self.has_more)
@@ -279,7 +284,8 @@ class ScrollPaginator(Paginator):
     is sent back for the next page, and an empty page ends it. A scroll cannot resume
     from a given point: its saved cursors are `prefix` and a page number, counted on
     from the saved one, that only keep checkpoints distinct. `restart` starts the
-    scroll again (after an expired or failed one), counting on."""
+    scroll again (after an expired or failed one), counting on. A page of nothing but
+    objects the scroll has already passed is a loop."""
 
     def __init__(
         self,
@@ -297,6 +303,7 @@ class ScrollPaginator(Paginator):
             number.isdigit()) else 0  # fmt: skip
         self.param = param
         self.scroll: str | None = None
+        self.scrolled: set[Any] = set()  # the ids this scroll has passed
 
     def prepare(self, request: dict[str, Any]) -> dict[str, Any]:
         return {**request, self.param: self.scroll} if self.scroll else request
@@ -304,6 +311,7 @@ class ScrollPaginator(Paginator):
     def restart(self) -> None:
         self.scroll = None
         self.done = False
+        self.scrolled.clear()
 
     def update(self, body: dict[str, Any], objects: Objects) -> None:
         self._check_ids(objects)
@@ -311,6 +319,11 @@ class ScrollPaginator(Paginator):
         if not objects:
             self.cursor, self.done = None, True
             return
+        ids = {obj["id"] for obj in objects}
+        if ids <= self.scrolled:
+            raise ProviderError(f"{self.where} returned a page of {self.noun} it had already "
+                                "returned: its scroll loops")  # fmt: skip
+        self.scrolled |= ids
         scroll = body.get(self.param)
         if not isinstance(scroll, str) or not scroll:
             raise ProviderError(
@@ -475,6 +488,14 @@ def _sortable(value: Any) -> bool:
 
 def _compact(values: list[Any]) -> str:
     return json.dumps(values, separators=(",", ":"))
+
+
+def _at(body: dict[str, Any], path: tuple[str, ...]) -> Any:
+    """The value at `path` (keys into nested objects) in `body`, or None."""
+    found: Any = body
+    for key in path:
+        found = found.get(key) if isinstance(found, dict) else None
+    return found
 
 
 def _with(request: dict[str, Any], path: tuple[str, ...], value: Any) -> dict[str, Any]:

@@ -96,12 +96,14 @@ def _closed(conversation: dict[str, Any]) -> bool:
     return conversation.get("state") == "closed"
 
 
-# Intercom's cursor paging: `pages.next.starting_after`, absent on the last page. An empty
-# page that names a next one is followed, never taken as the end.
+# Intercom's cursor paging: `pages.next.starting_after`; `pages.next` is absent on the last
+# page, and a `pages.next` without its cursor is refused. An empty page that names a next
+# one is followed, never taken as the end.
 _cursor_pages = partial(
     BodyCursorPaginator,
     param="starting_after",
     next_path=("pages", "next", "starting_after"),
+    more_at=("pages", "next"),
     empty_with_more="follow",
 )
 _search_pages = partial(_cursor_pages, param=("pagination", "starting_after"))
