@@ -502,6 +502,9 @@ def test_data_sources_pages_and_users_are_keyed_by_their_notion_ids(
 NOTION_IDS = "20261202001400"
 
 
+TIMES = "select app_key, collection_key, external_id, updated_at from supasaasy.entities"
+
+
 def test_rows_stored_before_are_given_their_notion_ids_without_duplicates(
     new_database: Callable[[], str],
 ) -> None:
@@ -532,6 +535,8 @@ def test_rows_stored_before_are_given_their_notion_ids_without_duplicates(
             "select app_key, collection_key, external_id, id, raw_payload"
             " from supasaasy.entities"))  # fmt: skip
 
+        written = sorted(conn.execute(TIMES))
+
     applied = [m.version for m in apply_migrations(url)]
     assert applied and applied[0] == NOTION_IDS
 
@@ -539,8 +544,9 @@ def test_rows_stored_before_are_given_their_notion_ids_without_duplicates(
         after = dict(((a, c, x), (str(i), p)) for a, c, x, i, p in conn.execute(
             "select app_key, collection_key, external_id, id, raw_payload"
             " from supasaasy.entities"))  # fmt: skip
-        # Nothing lost, nothing doubled, payloads as they were.
+        # Nothing lost, nothing doubled, payloads as they were, updated_at as it was.
         assert after.keys() == before.keys()
+        assert sorted(conn.execute(TIMES)) == written
         assert {k: p for k, (_, p) in after.items()} == {k: p for k, (_, p) in before.items()}
         rekeyed = {k for k in after if after[k][0] != before[k][0]}
         assert rekeyed == {("wiki", "notion_page", shared), ("wiki", "notion_data_source", source),

@@ -50,6 +50,8 @@ begin
         raise notice 'Notion rows keep their ids: a foreign key refers to supasaasy.entities';
         return;
     end if;
+    -- Re-keying is not a write of the row: updated_at stays.
+    alter table supasaasy.entities disable trigger entities_touch_updated_at;
     update supasaasy.entities e
        set id = k.notion_id
       from (select distinct on (notion_id) s.id, s.notion_id
@@ -65,6 +67,7 @@ begin
        and e.id <> k.notion_id
        and not exists (select 1 from supasaasy.entities o where o.id = k.notion_id);
     get diagnostics v_rewritten = row_count;
+    alter table supasaasy.entities enable trigger entities_touch_updated_at;
     if v_rewritten > 0 then
         raise notice 'Notion rows keyed by their Notion ids: %', v_rewritten;
     end if;
