@@ -21,6 +21,11 @@ RELEASED = dict(
 3fdd815a76ca3213c1a5136bd4020ab0  20261202000700_supasaasy_readers.sql
 a30ca45060787fd6bc7b00ba6196bf81  20261202000800_supasaasy_import_original.sql
 31d32a7c7a8f3e67bc7f8377f28c04a3  20261202000900_supasaasy_webhooks.sql
+916c421aee1c5a0e3c17ca274d8c3d56  20261202001000_supasaasy_source_times.sql
+f945914396caed2021b204066799dd78  20261202001100_stripe_billing_views.sql
+7d6b8d5ae749f30a3805fe8542ba2fd9  20261202001200_supasaasy_collection_first_key.sql
+fb188a25385174228d1ef0fc37dad382  20261202001300_intercom_view_columns.sql
+f4768058943d04b9c90535efe1ec99ab  20261202001400_notion_entity_ids.sql
 """.strip().splitlines()
 )
 
