@@ -317,16 +317,22 @@ EVENT = b'{"id": "evt_1", "type": "customer.created", "created": 1800000000,' \
 
 
 def stripe_signed(body: bytes, *, secret: str = WEBHOOK_SECRET,
-                  at: int | None = None) -> dict[str, str]:  # fmt: skip
-    """Stripe's `Stripe-Signature` for `body`."""
-    t = int(time.time()) if at is None else at
-    digest = hmac.new(secret.encode(), f"{t}.".encode() + body, "sha256").hexdigest()
-    return {"Stripe-Signature": f"t={t},v1={digest}"}
+                  age: int = 0) -> Callable[[], dict[str, str]]:  # fmt: skip
+    """Stripe's `Stripe-Signature` for `body`, `age` seconds old when the request is sent
+    (signed then: the cases are listed long before they run)."""
+
+    def signed() -> dict[str, str]:
+        t = int(time.time()) - age
+        digest = hmac.new(secret.encode(), f"{t}.".encode() + body, "sha256").hexdigest()
+        return {"Stripe-Signature": f"t={t},v1={digest}"}
+
+    return signed
 
 
 GOOD = {"Authorization": f"Bearer {ADMIN}"}
 JSON = {**GOOD, "Content-Type": "application/json"}
-BAD_REQUESTS: list[tuple[str, str, str, dict[str, str], Any, int]] = [
+Headers = dict[str, str] | Callable[[], dict[str, str]]
+BAD_REQUESTS: list[tuple[str, str, str, Headers, Any, int]] = [
     # function, method, path, headers, body (bytes, or JSON), status
     ("sync", "POST", "", {}, {"app_key": "concurrent"}, 401),
     ("sync", "POST", "", {"Authorization": "Bearer wrong"}, {"app_key": "concurrent"}, 401),
@@ -392,7 +398,7 @@ BAD_REQUESTS: list[tuple[str, str, str, dict[str, str], Any, int]] = [
     # Webhooks: signed by the provider, no admin key (a valid one does not help).
     ("webhook", "POST", "/hooks", GOOD, EVENT, 401),
     ("webhook", "POST", "/hooks", stripe_signed(EVENT, secret="whsec_forged"), EVENT, 401),
-    ("webhook", "POST", "/hooks", stripe_signed(EVENT, at=int(time.time()) - 400), EVENT, 401),
+    ("webhook", "POST", "/hooks", stripe_signed(EVENT, age=400), EVENT, 401),
     ("webhook", "POST", "/hooks", stripe_signed(EVENT), EVENT.replace(b"cus_1", b"cus_2"), 401),
     ("webhook", "POST", "/hooks", {"Stripe-Signature": "t=1,v1="}, EVENT, 401),
     ("webhook", "POST", "/hooks", stripe_signed(b"{"), b"{", 400),
@@ -408,9 +414,10 @@ BAD_REQUESTS: list[tuple[str, str, str, dict[str, str], Any, int]] = [
 ]
 
 
-def send(env: Env, function: str, method: str, path: str, headers: dict[str, str],
+def send(env: Env, function: str, method: str, path: str, headers: Headers,
          body: Any) -> httpx.Response:  # fmt: skip
     url = f"{env.info.supabase_url}/functions/v1/{function}{path}"
+    headers = headers() if callable(headers) else headers
     if isinstance(body, bytes):
         return httpx.request(method, url, headers=headers, content=body, timeout=30)
     return httpx.request(method, url, headers=headers, json=body, timeout=30)
