@@ -350,3 +350,12 @@ def test_unused_allowance_given_back_frees_the_rate_for_others(db: Database, app
     db.return_rate_allowance(app_key, 10, 10)
     db.return_rate_allowance(app_key, 10, 10)
     assert db.take_rate_allowance(app_key, 10, 10) == 0
+
+
+def test_the_sweep_is_planned_without_nested_loops(pg: Pg) -> None:
+    # With stale statistics a nested loop compared every stored row with every seen one
+    # (quadratic: bench/row_cost.py); finish_task runs with nested loops off.
+    config = pg.execute(
+        "select proconfig from pg_proc where oid = 'supasaasy.finish_task(jsonb)'::regprocedure"
+    ).fetchone()
+    assert config == (["enable_nestloop=off"],)

@@ -1,0 +1,1 @@
+../../lib/supasaasy/sql/migrations/20261202001500_supasaasy_sweep_plan.sql
