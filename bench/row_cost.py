@@ -42,7 +42,8 @@ def database(cluster_url: str, other_rows: int) -> str:
                 " raw_payload, source_created_at) select 'other_' || (n %% 5),"
                 " 'stripe_customer', 'cus_' || lpad(n::text, 10, '0'),"
                 " jsonb_build_object('id', 'cus_' || n, 'email', 'c' || n || '@example.com',"
-                " 'description', repeat('x', 400)), now() from generate_series(%s::bigint, %s::bigint) n",
+                " 'description', repeat('x', 400)), now()"
+                " from generate_series(%s::bigint, %s::bigint) n",
                 (start, min(start + 1_000_000, other_rows) - 1),
             )
         conn.execute("vacuum analyze supasaasy.entities")

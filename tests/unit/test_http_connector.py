@@ -4,6 +4,7 @@ resources' rules."""
 
 from __future__ import annotations
 
+import ssl
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
@@ -15,7 +16,7 @@ import respx
 from supasaasy.config import AppConfig
 from supasaasy.connectors import ConfigError, ConnectorMetadata, ProviderError, RateLimiter
 from supasaasy.connectors.base import Listing, Resource
-from supasaasy.connectors.http import HttpConnector, HttpSettings
+from supasaasy.connectors.http import HttpConnector, HttpSettings, tls_context
 from supasaasy.connectors.paginators import NextUrlPaginator, StartingAfterPaginator
 
 API = "https://api.example.test"
@@ -143,3 +144,19 @@ def test_settings_errors_name_the_field_and_never_the_secret(
     monkeypatch.delenv("EXAMPLE_API_KEY_EX")
     with pytest.raises(ConfigError, match="EXAMPLE_API_KEY_EX"):
         Example(app())
+
+
+def test_connectors_share_one_tls_context(monkeypatch: pytest.MonkeyPatch) -> None:
+    made: list[object] = []
+    real = ssl.create_default_context
+
+    def counted(*args: Any, **kwargs: Any) -> ssl.SSLContext:
+        made.append(args)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ssl, "create_default_context", counted)
+    tls_context.cache_clear()
+    connectors = [Example(app()) for _ in range(3)]
+    assert len(made) <= 1  # the CA bundle is loaded once, not per connector
+    for connector in connectors:
+        connector.close()

@@ -10,8 +10,10 @@ pages through its listing with no code of the connector's own.
 
 from __future__ import annotations
 
+import functools
 import math
 import random
+import ssl
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -216,6 +218,13 @@ class ProviderClient:
         return response.reason_phrase
 
 
+@functools.cache
+def tls_context() -> ssl.SSLContext:
+    """The TLS context of every provider client (httpx's default, made once): loading the
+    CA bundle takes tens of milliseconds, and a worker makes a connector per task."""
+    return httpx.create_ssl_context()
+
+
 class HttpSettings(BaseModel):
     """The `config` every HTTP connector takes; a connector's settings extend it (with
     its own defaults and fields). `api_key_env` defaults to `<CONNECTOR>_API_KEY_<APP>`;
@@ -262,6 +271,7 @@ class HttpConnector(Connector):
                 base_url=self.settings.api_base,
                 headers=self.headers(api_key),
                 timeout=self.settings.timeout_seconds,
+                verify=tls_context(),
             ),
             lambda: self.rate_limiter.acquire(),
             RetryPolicy(max_retries=self.settings.max_retries),

@@ -208,8 +208,8 @@ class BodyCursorPaginator(_CursorPaginator):
         found = _at(body, self.next_path)
         following = found if isinstance(found, str) and found else None
         if self.more_at is not None and _at(body, self.more_at) is not None and not following:
-            more, way = ".".join(self.more_at), ".".join(self.next_path)
-            raise ProviderError(f"{self.where} returned {more} without a {way}: more follow,"
+            said, way = ".".join(self.more_at), ".".join(self.next_path)
+            raise ProviderError(f"{self.where} returned {said} without a {way}: more follow,"
                                 " with no way on")  # fmt: skip
         if self.has_more is None:
             return following

@@ -26,8 +26,6 @@ contains `conformance` (`pytest -k conformance`). The checks:
 
 from __future__ import annotations
 
-import functools
-import ssl
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import timedelta
@@ -52,8 +50,6 @@ from .fake import Contradiction, FakeProvider
 
 # Seconds a 429 asks the connector to wait (kept small: the suite waits it out).
 RETRY_AFTER = 0.2
-
-_shared_tls_context = functools.cache(ssl.create_default_context)
 
 # Which resources a check runs over: (fake provider, metadata, resource type) -> whether.
 Selection = Callable[[type[FakeProvider], ConnectorMetadata, str], bool]
@@ -185,15 +181,9 @@ class ConnectorConformance:
         assert not fake.errors, f"the fake provider failed: {fake.errors}"
 
     @pytest.fixture
-    def connector(
-        self, provider: FakeProvider, monkeypatch: pytest.MonkeyPatch
-    ) -> Iterator[Connector]:
-        """The connector, configured against `provider`. Its HTTP client gets a TLS
-        context made once: loading the CA bundle takes tens of milliseconds a client,
-        and the fakes speak plain HTTP."""
-        with monkeypatch.context() as patched:
-            patched.setattr(ssl, "create_default_context", _shared_tls_context)
-            made = create_connector(provider.app_config())
+    def connector(self, provider: FakeProvider) -> Iterator[Connector]:
+        """The connector, configured against `provider`."""
+        made = create_connector(provider.app_config())
         yield made
         made.close()
 
