@@ -16,7 +16,7 @@ else
   POSTGREST_PLATFORM := linux-x64
 endif
 
-.PHONY: setup dev demo test bench chaos lint typecheck check clean
+.PHONY: setup dev demo test bench bench-rows chaos lint typecheck check clean
 
 setup: $(VENV)/.installed $(POSTGREST)
 
@@ -47,6 +47,12 @@ demo: setup
 # Not part of the tests: prints one table and writes bench/results/latest.json.
 bench: setup
 	$(PY) bench/run.py $(BENCH_ARGS)
+
+# Not part of the tests or of `make bench` (about 5 minutes): Postgres's cost per row of
+# syncs of 22k, 220k and 1M rows into a table of 5M other rows, on a throwaway cluster.
+# make bench-rows ROWS_ARGS="--pg-bin /usr/lib/postgresql/15/bin"
+bench-rows: setup
+	$(PY) bench/row_cost.py $(ROWS_ARGS)
 
 # Not part of the tests: rounds of syncs under random faults on one stack (about 15 min for
 # the default 100). SUPASAASY_CHAOS_ROUNDS=5, SUPASAASY_CHAOS_SEED=N replays a run. Prints

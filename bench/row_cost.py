@@ -5,23 +5,32 @@ new app of 22k, 220k and 1M objects, timed and divided by the rows. Each size is
 synced again unchanged (a re-sync: nothing rewritten). Reported per size as seconds and
 microseconds per row, and as the ratio to the smallest size's cost per row.
 
-Not part of `make bench` (the filling alone takes minutes). Run it on a cluster:
-    python bench/row_cost.py postgresql://postgres:...@127.0.0.1:PORT/postgres \\
-        [--other 5000000] [--sizes 22000,220000,1000000]
+`make bench-rows` (not part of `make bench`: filling the table alone takes minutes) runs
+it on a throwaway cluster; `--pg-bin /usr/lib/postgresql/15/bin` uses that PostgreSQL's
+binaries instead of the wheel's, and a cluster URL uses that cluster:
+    python bench/row_cost.py [postgresql://postgres:...@127.0.0.1:PORT/postgres]
+        [--pg-bin DIR] [--other 5000000] [--sizes 22000,220000,1000000]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import shutil
+import tempfile
 import time
 import uuid
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import orjson
 import psycopg
 
 from supasaasy.devstack.migrations import bootstrap
+from supasaasy.devstack.postgres import EmbeddedPostgres
+from supasaasy.devstack.processes import free_port
 from supasaasy.migrations import apply_migrations
 
 BATCH = 1000
@@ -108,13 +117,31 @@ def measure(cluster_url: str, other_rows: int, sizes: list[int]) -> list[dict[st
     return results
 
 
+@contextlib.contextmanager
+def throwaway_cluster(bin_dir: Path | None) -> Iterator[str]:
+    root = Path(tempfile.mkdtemp(prefix="supasaasy-bench-rows-"))
+    postgres = EmbeddedPostgres(root, free_port(), durable=False, bin_dir=bin_dir,
+                                settings={"max_wal_size": "4GB"})  # fmt: skip
+    postgres.start()
+    try:
+        yield postgres.url
+    finally:
+        postgres.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("cluster_url")
+    parser.add_argument("cluster_url", nargs="?", help="default: a throwaway cluster")
+    parser.add_argument("--pg-bin", type=Path, help="PostgreSQL binaries of the throwaway one")
     parser.add_argument("--other", type=int, default=5_000_000)
     parser.add_argument("--sizes", default="22000,220000,1000000")
     args = parser.parse_args()
-    for row in measure(args.cluster_url, args.other, [int(s) for s in args.sizes.split(",")]):
+    sizes = [int(s) for s in args.sizes.split(",")]
+    with contextlib.ExitStack() as running:
+        url = args.cluster_url or running.enter_context(throwaway_cluster(args.pg_bin))
+        results = measure(url, args.other, sizes)
+    for row in results:
         print(f"{row['rows']:>9,} rows: full {row['first_s']:7.2f} s "
               f"({row['first_us_per_row']:5.1f} us/row, {row['first_over_smallest']:.2f}x)  "
               f"re-sync {row['resync_s']:7.2f} s ({row['resync_us_per_row']:5.1f} us/row, "
