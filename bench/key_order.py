@@ -11,14 +11,13 @@ from __future__ import annotations
 import statistics
 import sys
 import time
-import uuid
 from typing import Any
 
 import orjson
 import psycopg
+from row_cost import drop_database, scratch_database
 
-from supasaasy.devstack.migrations import bootstrap
-from supasaasy.migrations import apply_migrations, package_migrations
+from supasaasy.migrations import package_migrations
 
 KEY_FIRST = "20261202001200"
 OTHER_ROWS = 200_000
@@ -26,13 +25,8 @@ BATCH = 500
 
 
 def _database(cluster_url: str, before_key: bool) -> str:
-    name = f"bench_key_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(cluster_url, autocommit=True) as conn:
-        conn.execute(f"create database {name}")
-    url = f"{cluster_url.rsplit('/', 1)[0]}/{name}"
-    bootstrap(url, None)
     chosen = [m for m in package_migrations() if not before_key or m.version < KEY_FIRST]
-    apply_migrations(url, chosen)
+    url = scratch_database(cluster_url, chosen)
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(
             "insert into supasaasy.entities (app_key, collection_key, external_id, raw_payload)"
@@ -45,7 +39,7 @@ def _database(cluster_url: str, before_key: bool) -> str:
     return url
 
 
-def _batches(app: str, rows: int) -> list[str]:
+def _batches(rows: int) -> list[str]:
     """Bodies of customer-sized rows (about 1 kB each), `BATCH` a body."""
     bodies = []
     for start in range(0, rows, BATCH):
@@ -57,7 +51,6 @@ def _batches(app: str, rows: int) -> list[str]:
                   "source_created_at": "2023-11-14T22:13:20+00:00"}
                  for n in range(start, min(start + BATCH, rows))]  # fmt: skip
         bodies.append(orjson.dumps({"rows": batch}).decode())
-    del app
     return bodies
 
 
@@ -77,14 +70,13 @@ def measure(cluster_url: str, rows: int = 20_000, rounds: int = 5) -> dict[str, 
     try:
         for r in range(rounds):
             app = f"bench_{r}"
-            bodies = _batches(app, rows)
+            bodies = _batches(rows)
             order = [("old", old), ("new", new)] if r % 2 == 0 else [("new", new), ("old", old)]
             for label, url in order:
                 times[label].append(_write(url, app, bodies))
     finally:
-        with psycopg.connect(cluster_url, autocommit=True) as conn:
-            for url in (old, new):
-                conn.execute(f"drop database if exists {url.rsplit('/', 1)[1]} with (force)")
+        for url in (old, new):
+            drop_database(cluster_url, url)
     old_s, new_s = statistics.median(times["old"]), statistics.median(times["new"])
     return {"rows": rows, "old_s": old_s, "new_s": new_s, "new_over_old": new_s / old_s}
 

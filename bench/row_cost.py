@@ -31,19 +31,31 @@ import psycopg
 from supasaasy.devstack.migrations import bootstrap
 from supasaasy.devstack.postgres import EmbeddedPostgres
 from supasaasy.devstack.processes import free_port
-from supasaasy.migrations import apply_migrations
+from supasaasy.migrations import Migration, apply_migrations
 
 BATCH = 1000
 
 
-def database(cluster_url: str, other_rows: int) -> str:
-    """A new database with the schema and `other_rows` rows of five other apps."""
-    name = f"bench_rows_{uuid.uuid4().hex[:8]}"
+def scratch_database(cluster_url: str, migrations: list[Migration] | None = None) -> str:
+    """A new database of the cluster with Supabase's bootstrap and the migrations (all of
+    the package's by default); drop it with `drop_database`."""
+    name = f"bench_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(cluster_url, autocommit=True) as conn:
         conn.execute(f"create database {name}")
     url = f"{cluster_url.rsplit('/', 1)[0]}/{name}"
     bootstrap(url, None)
-    apply_migrations(url)
+    apply_migrations(url, migrations)
+    return url
+
+
+def drop_database(cluster_url: str, url: str) -> None:
+    with psycopg.connect(cluster_url, autocommit=True) as conn:
+        conn.execute(f"drop database if exists {url.rsplit('/', 1)[1]} with (force)")
+
+
+def database(cluster_url: str, other_rows: int) -> str:
+    """A new database with the schema and `other_rows` rows of five other apps."""
+    url = scratch_database(cluster_url)
     with psycopg.connect(url, autocommit=True) as conn:
         for start in range(0, other_rows, 1_000_000):
             conn.execute(
@@ -112,8 +124,7 @@ def measure(cluster_url: str, other_rows: int, sizes: list[int]) -> list[dict[st
             row["first_over_smallest"] = row["first_us_per_row"] / base["first_us_per_row"]
             row["resync_over_smallest"] = row["resync_us_per_row"] / base["resync_us_per_row"]
     finally:
-        with psycopg.connect(cluster_url, autocommit=True) as conn:
-            conn.execute(f"drop database if exists {url.rsplit('/', 1)[1]} with (force)")
+        drop_database(cluster_url, url)
     return results
 
 

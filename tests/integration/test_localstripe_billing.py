@@ -7,11 +7,9 @@ import http.server
 import json
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
-import pytest
 from test_localstripe import (
     API_KEY,
     client_for,
@@ -23,23 +21,11 @@ from test_localstripe import (
     ok,
     paying_customer,
 )
+from test_localstripe import localstripe_url as localstripe_url  # fixture: one server
+from test_localstripe import stripe as stripe  # fixture: a client on it, emptied
 
 from supasaasy.devstack.localstripe import register_webhook, running_localstripe
 from supasaasy.devstack.seed import seed_stripe
-
-
-@pytest.fixture(scope="module")
-def localstripe_url() -> Iterator[str]:
-    with running_localstripe() as url:
-        yield url
-
-
-@pytest.fixture
-def stripe(localstripe_url: str) -> Iterator[httpx.Client]:
-    """A client on the module's server, whose store was just emptied."""
-    with client_for(localstripe_url) as client:
-        client.delete("/_config/data").raise_for_status()
-        yield client
 
 
 def post(client: httpx.Client, path: str, **data: Any) -> Any:
