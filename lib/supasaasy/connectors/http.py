@@ -41,7 +41,7 @@ from .base import (
     connector_settings,
     secret_from_env,
 )
-from .paginators import Objects, _with, paginate
+from .paginators import Objects, paginate, with_value
 
 RETRYABLE = frozenset({408, 429, 500, 502, 503, 504})
 
@@ -332,7 +332,7 @@ class HttpConnector(Connector):
         sent: dict[str, Any] = {**listing.request, **(request or {})}
         if listing.page_size_param is not None:
             param = listing.page_size_param
-            sent = _with(sent, (param,) if isinstance(param, str) else param,
+            sent = with_value(sent, (param,) if isinstance(param, str) else param,
                          self.settings.page_size)  # fmt: skip
 
         pager = listing.paginator(where, cursor, prefix=prefix) if listing.paginator else None

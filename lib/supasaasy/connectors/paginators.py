@@ -130,7 +130,7 @@ class _CursorPaginator(Paginator):
 
     def prepare(self, request: dict[str, Any]) -> dict[str, Any]:
         raw = self.raw
-        return _with(request, self.param, raw) if raw else request
+        return with_value(request, self.param, raw) if raw else request
 
     def update(self, body: dict[str, Any], objects: Objects) -> None:
         self._check_ids(objects)
@@ -205,9 +205,9 @@ class BodyCursorPaginator(_CursorPaginator):
         self.more_at = tuple(more_at) if more_at is not None else None
 
     def _next(self, body: dict[str, Any], objects: Objects) -> str | None:
-        found = _at(body, self.next_path)
+        found = value_at(body, self.next_path)
         following = found if isinstance(found, str) and found else None
-        if self.more_at is not None and _at(body, self.more_at) is not None and not following:
+        if self.more_at is not None and value_at(body, self.more_at) is not None and not following:
             said, way = ".".join(self.more_at), ".".join(self.next_path)
             raise ProviderError(f"{self.where} returned {said} without a {way}: more follow,"
                                 " with no way on")  # fmt: skip
@@ -362,7 +362,7 @@ class PageNumberPaginator(Paginator):
         self.last_ids: list[Any] = []
 
     def prepare(self, request: dict[str, Any]) -> dict[str, Any]:
-        return _with(request, self.param, self.page)
+        return with_value(request, self.param, self.page)
 
     def update(self, body: dict[str, Any], objects: Objects) -> None:
         self._check_ids(objects)
@@ -429,7 +429,8 @@ class SearchAfterPaginator(Paginator):
     def prepare(self, request: dict[str, Any]) -> dict[str, Any]:
         if self.values is None:
             return request
-        return _with(request, self.param, self.values if len(self.values) > 1 else self.values[0])
+        values = self.values if len(self.values) > 1 else self.values[0]
+        return with_value(request, self.param, values)
 
     def update(self, body: dict[str, Any], objects: Objects) -> None:
         self._check_ids(objects)
@@ -490,7 +491,7 @@ def _compact(values: list[Any]) -> str:
     return json.dumps(values, separators=(",", ":"))
 
 
-def _at(body: dict[str, Any], path: tuple[str, ...]) -> Any:
+def value_at(body: dict[str, Any], path: tuple[str, ...]) -> Any:
     """The value at `path` (keys into nested objects) in `body`, or None."""
     found: Any = body
     for key in path:
@@ -498,10 +499,11 @@ def _at(body: dict[str, Any], path: tuple[str, ...]) -> Any:
     return found
 
 
-def _with(request: dict[str, Any], path: tuple[str, ...], value: Any) -> dict[str, Any]:
+def with_value(request: dict[str, Any], path: tuple[str, ...], value: Any) -> dict[str, Any]:
     """A copy of `request` with `value` at `path` (copying the objects along it)."""
     head, *rest = path
     if not rest:
         return {**request, head: value}
     inner = request.get(head)
-    return {**request, head: _with(inner if isinstance(inner, dict) else {}, tuple(rest), value)}
+    nested = inner if isinstance(inner, dict) else {}
+    return {**request, head: with_value(nested, tuple(rest), value)}
