@@ -618,10 +618,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             bases |= {f"par_{w}": f"{static}/par" for w in (1, 2, 4)}
             bases |= {f"mem_{n}": f"{static}/mem{n}" for n in (1000, 20000)}
             bases["latency"] = localstripe
-            # The provider's default shared rate (25/s) would be all a benchmark measures.
+            # The provider's default shared rate (25/s) would be all a benchmark measures;
+            # the resources are those the static provider replays.
+            synced = ", ".join(f'"{resource}"' for resource in LISTS)
             config.write_text("".join(
-                f'[[apps]]\napp_key = "{key}"\nconnector = "stripe"\nconfig = {{ api_key_env = '
-                f'"BENCH_STRIPE_KEY", api_base = "{base}", requests_per_second = 5000 }}\n\n'
+                f'[[apps]]\napp_key = "{key}"\nconnector = "stripe"\nresources = [{synced}]\n'
+                f'config = {{ api_key_env = "BENCH_STRIPE_KEY", api_base = "{base}", '
+                f'requests_per_second = 5000 }}\n\n'
                 for key, base in bases.items()
             ) + "[worker]\ntime_budget_seconds = 600\n")  # fmt: skip
             os.environ["BENCH_STRIPE_KEY"] = STRIPE_KEY
