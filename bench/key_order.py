@@ -62,7 +62,7 @@ def _write(url: str, app: str, bodies: list[str]) -> float:
         return time.perf_counter() - began
 
 
-def measure(cluster_url: str, rows: int = 20_000, rounds: int = 5) -> dict[str, Any]:
+def measure(cluster_url: str, rows: int = 20_000, rounds: int = 9) -> dict[str, Any]:
     """{old_s, new_s, new_over_old}: median seconds to write `rows` new rows of a fresh
     app into each database, and their ratio."""
     old, new = _database(cluster_url, True), _database(cluster_url, False)
