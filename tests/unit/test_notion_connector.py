@@ -671,12 +671,20 @@ def test_rows_of_a_stored_data_source_notion_refuses_to_query_are_skipped(
     refused = respx_mock.post(f"/v1/data_sources/{DS_B}/query").mock(return_value=httpx.Response(
         400, json={"object": "error", "status": 400, "code": "validation_error",
                    "message": "Can't query a data source that is archived."}))  # fmt: skip
+    trashed = respx_mock.get(f"/v1/data_sources/{DS_B}").mock(
+        return_value=httpx.Response(200, json={"object": "data_source", "id": DS_B,
+                                               "in_trash": True}))  # fmt: skip
     notion, _ = connector()
     notion.stored_ids = lambda collection: [DS_B] if collection == DATA_SOURCE else []
     pages = list(notion.full_sync("page"))
     assert refused.call_count == 1
     assert [r.external_id for p in pages for r in p.records] == ["p-1"]
     assert pages[-1].cursor is None
+
+    # Out of the trash, a 400 is a failure: its rows must not be swept as if it were gone.
+    trashed.return_value = httpx.Response(200, json={"object": "data_source", "id": DS_B})
+    with pytest.raises(ProviderError, match="archived"):
+        list(notion.full_sync("page"))
 
     # A data source search lists is queried as any other: a 400 there is a failure.
     respx_mock.post(f"/v1/data_sources/{DS_A}/query").mock(return_value=httpx.Response(

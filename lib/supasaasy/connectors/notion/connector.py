@@ -303,7 +303,8 @@ class NotionConnector(HttpConnector):
         """The rows of every data source, data source by data source in id order, each
         oldest first. A cursor whose data source is gone resumes at the next one. A data
         source Notion will not query is skipped (its rows leave with the sweep): one gone
-        (404), or one search does not list (stored, maybe in the trash) answered 400."""
+        (404), or one search does not list whose query answers 400 and that Notion has in
+        the trash (a 400 for any other is a failure: its rows are not swept)."""
         resume_id, _, resume_after = (cursor or "").partition(":")
         every, listed = self._data_source_ids()
         ids = [i for i in every if i >= resume_id]
@@ -330,7 +331,8 @@ class NotionConnector(HttpConnector):
                             page.records.append(self.record("page", obj))
                     yield page
             except ProviderError as exc:
-                if not (exc.status == 404 or (exc.status == 400 and source_id not in listed)):
+                refused = exc.status == 400 and source_id not in listed
+                if not (exc.status == 404 or (refused and self._in_trash(source_id))):
                     raise
                 log.warning("notion data source %s cannot be queried (%s); its pages skipped",
                             source_id, exc)  # fmt: skip
@@ -444,6 +446,15 @@ class NotionConnector(HttpConnector):
         return found
 
     # -- helpers ---------------------------------------------------------------
+
+    def _in_trash(self, source_id: str) -> bool:
+        """Whether Notion has the data source in the trash (False when it is gone)."""
+        try:
+            return _archived(self.http.get_json(f"/v1/data_sources/{source_id}"))
+        except ProviderError as exc:
+            if exc.status != 404:
+                raise
+            return False
 
     def _data_source_ids(self) -> tuple[list[str], set[str]]:
         """The data sources whose rows a full sync reads, in id order: those search lists,
