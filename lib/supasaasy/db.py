@@ -374,7 +374,11 @@ class Database:
         tasks = sorted(
             _models(SyncTask, row.pop("tasks", [])), key=lambda t: (t.created_at, t.position)
         )
-        return JobStatus(job=SyncJob.model_validate(row), tasks=tasks)
+        return JobStatus(
+            job=SyncJob.model_validate(row),
+            tasks=[t for t in tasks if t.parent_task_id is None],
+            shards=[t for t in tasks if t.parent_task_id is not None],
+        )
 
     def cleanup_old_jobs(self, retention_days: int = 7) -> int:
         """Delete jobs that finished over `retention_days` ago, with their tasks; count them."""
@@ -398,6 +402,35 @@ class Database:
         if stale_after is not None:
             params |= {"p_stale_after": _interval(stale_after), "p_max_attempts": max_attempts}
         return _first(ClaimedTask, self._rpc("claim_task", params))
+
+    def shard_task(
+        self, task_id: UUID | str, attempt: int, created_from: datetime, cursor: str
+    ) -> ClaimedTask:
+        """Split the full sync of a task this worker holds into shards: the task keeps
+        `cursor` and is driven by its shards from now on; returns its first shard (objects
+        created from `created_from` on), claimed for this worker. TaskLostError if the
+        task is no longer this worker's."""
+        data = self._rpc("shard_task", {
+            "p_task_id": _uuid(task_id, "task_id"), "p_attempt": attempt,
+            "p_created_from": created_from.isoformat(), "p_cursor": cursor})  # fmt: skip
+        shard = _first(ClaimedTask, data)
+        assert shard is not None
+        return shard
+
+    def split_shard(
+        self, job_id: UUID | str | None = None, *, piece_objects: int, max_pieces: int
+    ) -> ClaimedTask | None:
+        """Take part of the busiest shard's range (of one job, or of any job not run
+        immediately), claimed for this worker; None when no shard is worth cutting."""
+        data = self._rpc("split_shard", {
+            "p_job_id": _uuid(job_id, "job_id") if job_id is not None else None,
+            "p_piece_objects": piece_objects, "p_max_pieces": max_pieces})  # fmt: skip
+        return _first(ClaimedTask, data)
+
+    def shards_may_split(self, job_id: UUID | str | None = None) -> bool:
+        """Whether a task or shard just started may soon be worth splitting."""
+        job = _uuid(job_id, "job_id") if job_id is not None else None
+        return bool(self._rpc("shards_may_split", {"p_job_id": job}))
 
     def complete_task(
         self,
@@ -480,6 +513,18 @@ class Database:
     ) -> bool:
         """Record progress on a processing task. False (or, with `attempt`, TaskLostError)
         means the task is no longer this worker's and the worker should stop."""
+        return self.heartbeat(task_id, entity_count, cursor, attempt=attempt) is not None
+
+    def heartbeat(
+        self,
+        task_id: UUID | str,
+        entity_count: int | None = None,
+        cursor: str | None = None,
+        *,
+        attempt: int | None = None,
+    ) -> SyncTask | None:
+        """As update_task_heartbeat, returning the task as it now is (None: no longer
+        processing), e.g. a shard's range after another worker took part of it."""
         data = self._rpc(
             "heartbeat_task",
             {
@@ -489,7 +534,7 @@ class Database:
                 "p_attempt": attempt,
             },
         )
-        return bool(_rows(data))
+        return _first(SyncTask, data)
 
     def requeue_stale_tasks(
         self, stale_after: timedelta = timedelta(minutes=5), max_attempts: int = 3

@@ -51,6 +51,10 @@ class SyncTask(_Row):
     completed_at: datetime | None = None
     error_message: str | None = None
     checkpoint_attempt: int = 0  # the attempt that last moved the checkpoint
+    # A shard (see supasaasy.sync) lists its task's objects created in [from, before).
+    parent_task_id: UUID | None = None
+    created_from: datetime | None = None
+    created_before: datetime | None = None
 
 
 class ClaimedTask(SyncTask):
@@ -60,13 +64,19 @@ class ClaimedTask(SyncTask):
     mode: SyncMode
     # The app's sync watermarks: collection key -> when its last completed sync began.
     watermarks: dict[str, datetime] = Field(default_factory=dict)
+    parent_started_at: datetime | None = None  # a shard's: when its task started
+    immediate: bool = False  # run by the request that created its job
 
 
 class JobStatus(_Row):
-    """A job with its tasks and how far it has got."""
+    """A job with its tasks and how far it has got; `shards` the shards of its tasks."""
 
     job: SyncJob
     tasks: list[SyncTask]
+    shards: list[SyncTask] = Field(default_factory=list)
+
+    def shards_of(self, task: SyncTask) -> list[SyncTask]:
+        return [s for s in self.shards if s.parent_task_id == task.id]
 
     @property
     def progress_percentage(self) -> float:
@@ -161,6 +171,7 @@ class BatchCounts(_Row):
     updated: int
     unchanged: int
     deleted: int
+    created_from: datetime | None = None  # a shard's range now starts here
 
 
 class FinishTask(TypedDict):
@@ -181,3 +192,4 @@ class FinishedTask(_Row):
     deleted: int
     entity_count: int | None = None  # a full sync's distinct objects
     job: SyncJob | None = None
+    waiting: bool = False  # the task still has shards running; one of them finishes it

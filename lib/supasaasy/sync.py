@@ -19,7 +19,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
@@ -44,9 +44,13 @@ BATCH_ROWS = 1000  # rows per write call: 500-1,000 was 1.5-2x faster than 100
 BATCH_SECONDS = 5.0  # a slow provider still checkpoints (and heartbeats) this often
 PREFETCH_PAGES = 4
 MAX_CHUNK = 100  # provider requests reserved per round trip to the shared rate
+CHUNK_SECONDS = 1.0  # how long a worker's reservation should last at its pace
 WRITERS = 2  # batches in flight at once: the database works on one while the next is sent
 LEASE_CHECK_SECONDS = 1.0  # with no batch sent for this long, check the task is still ours
 STOP_POLL_SECONDS = 0.2  # how often a stop is looked for while a page is awaited
+# A shard looks up where its range starts (another worker may have taken part of it)
+# after this many pages, so as to stop soon after passing it.
+RANGE_CHECK_PAGES = 5
 MIN_LOCK_TIMEOUT_MS = 1000
 
 
@@ -62,6 +66,8 @@ class Progress:
     deleted: int = 0
     pages: int = 0
     batches: int = 0
+    # A shard's range start, as its last write found it (split_shard may move it up).
+    created_from: datetime | None = None
 
 
 @dataclass
@@ -77,14 +83,25 @@ class SyncOutcome:
 @dataclass(frozen=True)
 class TaskCursor:
     """What the task's `cursor` column holds: the mode it runs in and the connector's
-    cursor after the last committed page (`done` once every page is committed)."""
+    cursor after the last committed page (`done` once every page is committed).
+    `sharded`: the task is split into shards, which do its listing. A shard's cursor also
+    has the creation times (Unix seconds) of the `oldest` and `newest` objects it has
+    committed, from which `supasaasy.split_shard` reckons what it has left."""
 
     mode: SyncMode
     after: str | None = None
     done: bool = False
+    sharded: bool = False
+    oldest: int | None = None
+    newest: int | None = None
 
     def encode(self) -> str:
-        return json.dumps({"mode": self.mode, "after": self.after, "done": self.done})
+        raw: dict[str, object] = {"mode": self.mode, "after": self.after, "done": self.done}
+        if self.sharded:
+            raw["sharded"] = True
+        if self.oldest is not None and self.newest is not None:
+            raw |= {"oldest": self.oldest, "newest": self.newest}
+        return json.dumps(raw)
 
     @classmethod
     def decode(cls, text: str | None) -> TaskCursor | None:
@@ -95,14 +112,39 @@ class TaskCursor:
             mode: Literal["full", "incremental"] = raw["mode"]
             if mode not in ("full", "incremental"):
                 raise ValueError(mode)
-            return cls(mode=mode, after=raw.get("after"), done=bool(raw.get("done")))
+            oldest, newest = raw.get("oldest"), raw.get("newest")
+            return cls(mode=mode, after=raw.get("after"), done=bool(raw.get("done")),
+                       sharded=bool(raw.get("sharded")),
+                       oldest=None if oldest is None else int(oldest),
+                       newest=None if newest is None else int(newest))  # fmt: skip
         except (ValueError, KeyError, TypeError):
             raise ValueError(f"task cursor is not one this version wrote: {text[:80]!r}") from None
 
+    def passed(self, page: Page, collection_key: str | None = None) -> TaskCursor:
+        """This cursor moved over `page`; with `collection_key`, its times widened by the
+        page's objects of that collection."""
+        times = [int(r.created_at.timestamp()) for r in page.records
+                 if r.collection_key == collection_key and r.created_at is not None]  # fmt: skip
+        if not times:
+            return replace(self, after=page.cursor, done=page.cursor is None)
+        return replace(
+            self,
+            after=page.cursor,
+            done=page.cursor is None,
+            oldest=min(times) if self.oldest is None else min(self.oldest, *times),
+            newest=max(times) if self.newest is None else max(self.newest, *times),
+        )
+
 
 class SharedRateLimiter(RateLimiter):
-    """A per-key request rate shared by every worker through the database, reserved
-    in chunks so that most provider requests cost no database round trip."""
+    """A per-key request rate shared by every worker through the database, reserved in
+    chunks so that most provider requests cost no database round trip.
+
+    A chunk is sized to this worker's own pace, to last about CHUNK_SECONDS: it starts at
+    a tenth of a second's worth of the rate, doubles while chunks run out sooner than half
+    that, and halves when one lasts over twice that. Workers side by side then share the
+    rate from their first request; a fixed chunk of a second's worth made the eighth of
+    eight workers wait seven seconds for its first. `chunk` fixes the size instead."""
 
     def __init__(
         self,
@@ -111,20 +153,32 @@ class SharedRateLimiter(RateLimiter):
         per_second: float,
         chunk: int | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.db = db
         self.key = key
         self.per_second = per_second
+        self.adapts = chunk is None
         # Up to a second's worth at a time (what is left is given back at the end).
-        self.chunk = chunk or max(1, min(math.ceil(per_second), MAX_CHUNK))
+        self.max_chunk = chunk or max(1, min(math.ceil(per_second), MAX_CHUNK))
+        self.chunk = chunk or max(1, math.ceil(per_second / 10))
         self.sleep = sleep
+        self.monotonic = monotonic
         self.left = 0
+        self.taken_at: float | None = None
 
     def acquire(self) -> None:
         if self.left == 0:
+            if self.adapts and self.taken_at is not None:
+                lasted = self.monotonic() - self.taken_at
+                if lasted < CHUNK_SECONDS / 2:
+                    self.chunk = min(self.chunk * 2, self.max_chunk)
+                elif lasted > CHUNK_SECONDS * 2:
+                    self.chunk = max(self.chunk // 2, 1)
             wait = self.db.take_rate_allowance(self.key, self.per_second, self.chunk)
             if wait > 0:
                 self.sleep(wait)
+            self.taken_at = self.monotonic()
             self.left = self.chunk
         self.left -= 1
 
@@ -147,6 +201,21 @@ class ResourceSync:
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     deadline: float | None = None  # time.monotonic() when the caller's budget ends
 
+    def shard(self, task: ClaimedTask, requested: SyncMode) -> ClaimedTask | None:
+        """Split the task into shards when it is a full sync from its start of a resource
+        its connector lists by creation time (and its job is not run by the request that
+        made it), and return its first shard, claimed for this worker; else None."""
+        if task.parent_task_id is not None or task.cursor or task.immediate:
+            return None
+        floor = self.connector.shard_floor(task.resource_type)
+        if floor is None or self._choose_mode(task, requested)[0] != "full":
+            return None
+        marker = TaskCursor("full", sharded=True).encode()
+        shard = self.db.shard_task(task.id, task.attempts, floor, marker)
+        log.info("%s %s: full sync split into shards by creation time",
+                 self.connector.app.app_key, task.resource_type)  # fmt: skip
+        return shard
+
     def run(
         self,
         task: ClaimedTask,
@@ -159,7 +228,13 @@ class ResourceSync:
             app_key, collection
         )
         resumed = TaskCursor.decode(task.cursor)
-        mode, since = (resumed.mode, None) if resumed else self._choose_mode(task, requested)
+        shard = task.parent_task_id is not None
+        mode: SyncMode
+        since: datetime | None
+        if shard:
+            mode, since = "full", None
+        else:
+            mode, since = (resumed.mode, None) if resumed else self._choose_mode(task, requested)
         if resumed and mode == "incremental":
             since = self._watermark(task)
             if since is None:  # its watermark is gone: start over with a full sync
@@ -168,23 +243,33 @@ class ResourceSync:
         progress = Progress(mode=mode, entity_count=task.entity_count)
         attempt = task.attempts
         log.info(
-            "%s %s: %s sync%s",
+            "%s %s: %s sync%s%s",
             self.connector.app.app_key,
             task.resource_type,
             mode,
+            f" of objects created from {task.created_from}" if shard else "",
             f" resumed at {resumed.after}" if resumed else "",
         )
 
-        if resumed is None or not resumed.done:
+        if resumed is None or not (resumed.done or resumed.sharded):
             after = resumed.after if resumed else None
-            if mode == "full":
+            if shard:
+                assert task.created_from is not None
+                progress.created_from = task.created_from
+                pages = self.connector.full_sync_range(
+                    task.resource_type, created_from=task.created_from,
+                    created_before=task.created_before, cursor=after)  # fmt: skip
+            elif mode == "full":
                 pages = self.connector.full_sync(task.resource_type, cursor=after)
             else:
                 assert since is not None
                 pages = self.connector.incremental_sync(
                     task.resource_type, since=since, cursor=after
                 )
-            stopped, cursor = self._write_pages(task, attempt, mode, pages, progress, should_stop)
+            position = resumed or TaskCursor(mode)
+            stopped, cursor = self._write_pages(
+                task, attempt, position, pages, progress, should_stop,
+                resource.collection_key if shard else None)  # fmt: skip
             if stopped:
                 return SyncOutcome(finished=False, progress=progress, cursor=cursor)
 
@@ -197,7 +282,7 @@ class ResourceSync:
             "attempt": attempt,
             "entity_count": progress.entity_count,
             "state_collections": collections,
-            "synced_at": (task.started_at or task.created_at).isoformat(),
+            "synced_at": (task.parent_started_at or task.started_at or task.created_at).isoformat(),
             "sync_metadata": {"mode": mode, "job_id": str(task.job_id)},
         }
         if mode == "full":
@@ -207,6 +292,11 @@ class ResourceSync:
         if (timeout := self._lock_timeout_ms()) is not None:
             finish["lock_timeout_ms"] = timeout
         finished = self.db.finish_task(finish)
+        if finished.waiting:
+            log.info("%s %s: %s; the last of its shards finishes the task",
+                     self.connector.app.app_key, task.resource_type,
+                     "shard listed" if shard else "shards still running")  # fmt: skip
+            return SyncOutcome(finished=True, progress=progress)
         progress.deleted += finished.deleted
         if finished.entity_count is not None:
             progress.entity_count = finished.entity_count
@@ -249,16 +339,20 @@ class ResourceSync:
         self,
         task: ClaimedTask,
         attempt: int,
-        mode: SyncMode,
+        position: TaskCursor,
         pages: Iterator[Page],
         progress: Progress,
         should_stop: Callable[[], bool],
+        shard_collection: str | None = None,
     ) -> tuple[bool, str | None]:
         """Write every page in batches; (stopped early, the cursor committed last).
 
         Stops early when `should_stop()` says so, or when the connector runs out of time;
         a write that fails, or a task that is no longer ours (cancelled, requeued), ends
-        the fetching at once."""
+        the fetching at once. A shard (`shard_collection`: its objects' collection) notes
+        the creation times it has passed, and ends once it has passed the start of its
+        range, which another worker may have taken part of."""
+        mode = position.mode
         rows: dict[tuple[str, str], BatchRow] = {}
         batch = self._new_batch(task, attempt, mode)
         requested: datetime | None = None  # when the batch's first page was requested
@@ -276,11 +370,24 @@ class ResourceSync:
         ):
             try:
                 for page in fetched:  # None: no page came for a while, or a stop is asked
+                    cut = False
+                    checked = progress.pages % RANGE_CHECK_PAGES == RANGE_CHECK_PAGES - 1
+                    if shard_collection and page is not None and checked:
+                        now_held = self.db.heartbeat(task.id, attempt=attempt)
+                        if now_held is None:
+                            raise TaskLostError(f"task {task.id} is no longer processing")
+                        progress.created_from = now_held.created_from
                     if page is not None:
                         progress.pages += 1
                         progress.entity_count += self._add_page(batch, rows, page)
                         requested = requested or page.requested_at
-                        pending = TaskCursor(mode, page.cursor, done=page.cursor is None)
+                        pending = position = position.passed(page, shard_collection)
+                        start = progress.created_from
+                        if (shard_collection and start is not None and not pending.done
+                                and pending.oldest is not None
+                                and pending.oldest < start.timestamp()):  # fmt: skip
+                            pending = position = replace(pending, done=True)
+                            cut = True
                     writer.check()
                     stop = should_stop()
                     now = time.monotonic()
@@ -293,6 +400,8 @@ class ResourceSync:
                         sent, pending = pending.encode(), None
                         batch, rows, requested = self._new_batch(task, attempt, mode), {}, None
                         last_write = last_contact = now
+                        if cut:
+                            break
                     elif now - last_contact >= min(LEASE_CHECK_SECONDS, self.batch_seconds):
                         # Still ours? (a cancel stops the task here) And still alive.
                         if not self.db.update_task_heartbeat(task.id, attempt=attempt):
@@ -420,6 +529,8 @@ class _Writer:
 
     def _count(self, counts: BatchCounts) -> None:
         self.progress.batches += 1
+        if counts.created_from is not None:
+            self.progress.created_from = counts.created_from
         self.progress.created += counts.created
         self.progress.updated += counts.updated
         self.progress.unchanged += counts.unchanged

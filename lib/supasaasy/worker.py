@@ -1,7 +1,12 @@
 """The worker loop: claim (requeueing stale tasks in the same trip) and run tasks until
 none is left, `max_tasks` is reached, the time budget runs out, or the process is asked
 to stop (SIGTERM). A task in hand when time runs out or a stop is asked is released at
-its last committed checkpoint, for the next worker to resume at once."""
+its last committed checkpoint, for the next worker to resume at once.
+
+A full sync of a resource its connector lists by creation time runs as shards (see
+`supasaasy.sync.ResourceSync.shard`). A worker with nothing to claim takes part of the
+busiest shard's range (`split_shard`); while a task or shard that just started may soon
+be worth splitting, it looks again every STEAL_POLL_SECONDS before it stops."""
 
 from __future__ import annotations
 
@@ -30,6 +35,11 @@ log = logging.getLogger("supasaasy.worker")
 
 # A new task is only claimed with at least this much of the budget left.
 MIN_SECONDS_FOR_A_TASK = 1.0
+# Taking part of a busy shard: pieces of about this many objects (20 pages of 100), at
+# most this many at a time (the caller's, and pending ones).
+SHARD_PIECE_OBJECTS = 2000
+SHARD_MAX_PIECES = 8
+STEAL_POLL_SECONDS = 0.3
 ERROR_MESSAGE_LIMIT = 1000
 # After SIGTERM, how long a process with no handler of its own waits for its workers
 # to release their tasks before it exits (hosts send SIGKILL about 10 s after SIGTERM).
@@ -155,8 +165,12 @@ class Worker:
                     break
                 task = self.db.claim_task(
                     job_id, stale_after=stale_after, max_attempts=self.settings.worker.max_attempts
-                )
+                ) or self._split_shard(job_id)
                 if task is None:
+                    if self.db.shards_may_split(job_id) and not wait_for_shutdown(
+                        STEAL_POLL_SECONDS
+                    ):
+                        continue
                     result.shutdown_reason = "no_tasks"
                     self._clean_up()
                     break
@@ -169,6 +183,12 @@ class Worker:
             result.shutdown_reason = "database_unavailable"
         result.duration_ms = int((time.monotonic() - start) * 1000)
         return result
+
+    def _split_shard(self, job_id: UUID | str | None) -> ClaimedTask | None:
+        """Part of the busiest shard's range, claimed for this worker, if one is worth it."""
+        return self.db.split_shard(
+            job_id, piece_objects=SHARD_PIECE_OBJECTS, max_pieces=SHARD_MAX_PIECES
+        )
 
     def _clean_up(self) -> None:
         """Idle: a good moment to delete jobs past their retention (never fatal)."""
@@ -197,6 +217,7 @@ class Worker:
             secrets = connector.secrets
             connector.deadline = deadline
             sync = ResourceSync(self.db, connector, deadline=deadline)
+            task = sync.shard(task, task.mode) or task
             outcome = sync.run(
                 task, task.mode, lambda: time.monotonic() >= deadline or shutdown_requested()
             )

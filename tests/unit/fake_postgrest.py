@@ -98,6 +98,11 @@ class FakePostgrest:
             "write_batch": self._write_batch,
             "finish_task": self._finish_task,
             "cleanup_old_jobs": self._cleanup_old_jobs,
+            # One shard a task, never cut: shards are tested on the real stack
+            # (tests/integration/test_shards.py).
+            "shard_task": self._shard_task,
+            "split_shard": lambda params: [],
+            "shards_may_split": lambda params: False,
             "take_rate_allowance": lambda params: 0,
             "return_rate_allowance": lambda params: None,
         }
@@ -131,10 +136,15 @@ class FakePostgrest:
             self._seen.setdefault(seen_by, set()).add((collection_key, payload["id"]))
 
     def tasks_of(self, job_id: str) -> list[Row]:
-        """The job's tasks by position."""
+        """The job's tasks by position (not their shards)."""
         return sorted(
-            (t for t in self.tasks.values() if t["job_id"] == job_id), key=lambda t: t["position"]
-        )
+            (t for t in self.tasks.values()
+             if t["job_id"] == job_id and not t.get("parent_task_id")),
+            key=lambda t: t["position"],
+        )  # fmt: skip
+
+    def shards_of(self, task_id: str) -> list[Row]:
+        return [t for t in self.tasks.values() if t.get("parent_task_id") == task_id]
 
     def rpc_calls(self, function: str) -> list[Any]:
         """The parameters of every call to `function`."""
@@ -349,13 +359,30 @@ class FakePostgrest:
         job = self.jobs[task["job_id"]]
         if job["status"] == "pending":
             job.update(status="processing", started_at=job["started_at"] or now())
+        return [self._claimed(task)]
+
+    def _claimed(self, task: Row) -> Row:
+        job = self.jobs[task["job_id"]]
         watermarks = {
             collection: state["last_synced_at"]
             for (app_key, collection), state in self.sync_state.items()
             if app_key == job["app_key"] and state["last_synced_at"] is not None
         }
-        return [{**task, "app_key": job["app_key"], "mode": job["mode"],
-                 "watermarks": watermarks}]  # fmt: skip
+        parent = self.tasks.get(task.get("parent_task_id") or "")
+        return {**task, "app_key": job["app_key"], "mode": job["mode"],
+                "watermarks": watermarks, "immediate": job["immediate"],
+                "parent_started_at": parent["started_at"] if parent else None}  # fmt: skip
+
+    def _shard_task(self, params: Row) -> list[Row]:
+        task = self._held(params["p_task_id"], params["p_attempt"])
+        task["cursor"] = params["p_cursor"]
+        shard = {**task, "id": str(uuid4()), "parent_task_id": task["id"],
+                 "created_from": params["p_created_from"], "created_before": None,
+                 "status": "processing", "attempts": 1, "cursor": None, "entity_count": 0,
+                 "batch_seq": 0, "pending_checkpoints": None, "checkpoint_attempt": 0,
+                 "created_at": now(), "started_at": now(), "last_heartbeat": now()}  # fmt: skip
+        self.tasks[shard["id"]] = shard
+        return [self._claimed(shard)]
 
     def _requeue_stale(self, stale_after: str, max_attempts: int) -> None:
         seconds = float(re.fullmatch(r"([0-9.]+) seconds", stale_after).group(1))  # type: ignore[union-attr]
@@ -507,6 +534,17 @@ class FakePostgrest:
 
     def _finish_task(self, finish: Row) -> Row:
         task = self._held(finish["task_id"], finish["attempt"])
+        parent_id = task.get("parent_task_id")
+        if parent_id:  # a shard: the last of its task's finishes the task
+            task.update(status="completed", completed_at=now(),
+                        entity_count=finish["entity_count"])  # fmt: skip
+            self._seen.setdefault(parent_id, set()).update(self._seen.pop(task["id"], set()))
+            task = self.tasks[parent_id]
+            if task["status"] != "processing" or any(
+                t.get("parent_task_id") == parent_id and t["status"] in ACTIVE
+                for t in self.tasks.values()
+            ):
+                return {"deleted": 0, "entity_count": finish["entity_count"], "waiting": True}
         app_key = self.jobs[task["job_id"]]["app_key"]
         count, deleted = finish["entity_count"], 0
         seen = self._seen.pop(task["id"], set())

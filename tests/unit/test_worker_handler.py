@@ -245,7 +245,13 @@ def test_worker_syncs_a_stripe_task(
     }
     [task] = fake.tasks_of(JOB_ID)
     assert (task["status"], task["entity_count"], task["attempts"]) == ("completed", 3, 1)
-    assert json.loads(task["cursor"]) == {"mode": "full", "after": None, "done": True}
+    assert json.loads(task["cursor"]) == {
+        "mode": "full", "after": None, "done": False, "sharded": True}  # fmt: skip
+    # Customers are listed by creation time, in shards; this one had a single shard.
+    [shard] = fake.shards_of(task["id"])
+    assert (shard["status"], shard["entity_count"]) == ("completed", 3)
+    assert json.loads(shard["cursor"])["done"] is True
+    assert {r.url.params["created[gte]"] for r in stripe.requests} == {"1262304000"}  # 2010
     job = fake.jobs[JOB_ID]
     assert (job["status"], job["completed_tasks"], job["processed_entities"]) == (
         "completed", 1, 3)  # fmt: skip
@@ -359,12 +365,15 @@ def test_worker_hands_a_task_back_when_the_database_fails_under_it(
         "jobs_completed": [],
         "shutdown_reason": "database_unavailable",
     }
+    # The customers' task is split into shards; its shard goes back, the task waits.
     [task] = fake.tasks_of(JOB_ID)
-    assert (task["status"], task["attempts"]) == ("pending", 1)
-    assert task["error_message"] == "Database client error"
+    [shard] = fake.shards_of(TASK_ID)
+    assert task["status"] == "processing"
+    assert (shard["status"], shard["attempts"]) == ("pending", 1)
+    assert shard["error_message"] == "Database client error"
     assert fake.entities == {}
     assert fake.rpc_calls("release_task") == [{
-        "p_task_id": TASK_ID, "p_cursor": None, "p_entity_count": None, "p_attempt": 1,
+        "p_task_id": shard["id"], "p_cursor": None, "p_entity_count": None, "p_attempt": 1,
         "p_error": "Database client error", "p_max_attempts": 3,
     }]  # fmt: skip
 

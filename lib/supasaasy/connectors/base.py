@@ -47,6 +47,10 @@ class Listing:
     method: Literal["GET", "POST"] = "GET"
     request: Mapping[str, Any] = field(default_factory=dict, compare=False)
     page_size_param: str | tuple[str, ...] | None = None
+    # The parameters selecting objects created from (inclusive) and before (exclusive) a
+    # time, in Unix seconds, when the listing takes them: its full sync can then be split
+    # into time ranges that workers list side by side (see `Connector.full_sync_range`).
+    created_range: tuple[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -380,6 +384,24 @@ class Connector(ABC):
     ) -> Iterator[Page]:
         """What changed since `since`, including deletions, page by page."""
         raise ConfigError(f"{self.metadata.name} has no incremental sync for {resource_type}")
+
+    def shard_floor(self, resource_type: str) -> datetime | None:
+        """When the resource's full sync can be split into ranges of creation times
+        (`full_sync_range`), the earliest time its objects (within the app's `sync_from`)
+        can have been created; None where it cannot be split, and is listed in one go."""
+        return None
+
+    def full_sync_range(
+        self,
+        resource_type: str,
+        *,
+        created_from: datetime,
+        created_before: datetime | None,
+        cursor: str | None = None,
+    ) -> Iterator[Page]:
+        """The objects of the resource created from `created_from` and before
+        `created_before` (no upper bound when None), newest first, page by page."""
+        raise ConfigError(f"{self.metadata.name} cannot list {resource_type} by creation time")
 
     @property
     def api_version(self) -> str:

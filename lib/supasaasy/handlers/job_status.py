@@ -15,7 +15,7 @@ import flask
 
 from ..config import Settings
 from ..errors import ActiveJobExistsError, NotFoundError
-from ..models import JobStatus
+from ..models import JobStatus, SyncTask
 from .common import Handler, HttpError, Runtime, json_response, require_admin, serve
 
 ACTIONS = ("cancel", "retry")
@@ -70,17 +70,29 @@ def describe(status: JobStatus, include_tasks: bool) -> dict[str, Any]:
         "eta_seconds": eta_seconds(status, datetime.now(UTC)),
     }
     if include_tasks:
-        body["tasks"] = [
-            {
-                "resource_type": task.resource_type,
-                "status": task.status,
-                "entity_count": task.entity_count,
-                "attempts": task.attempts,
-                "error_message": task.error_message,
-            }
-            for task in status.tasks
-        ]
+        body["tasks"] = [describe_task(status, task) for task in status.tasks]
     return body
+
+
+def describe_task(status: JobStatus, task: SyncTask) -> dict[str, Any]:
+    """A task's progress; one split into shards also counts its shards by status, and
+    what they have synced so far."""
+    found: dict[str, Any] = {
+        "resource_type": task.resource_type,
+        "status": task.status,
+        "entity_count": task.entity_count,
+        "attempts": task.attempts,
+        "error_message": task.error_message,
+    }
+    shards = status.shards_of(task)
+    if shards:
+        listed = sum(s.entity_count for s in shards)
+        found["entity_count"] = max(task.entity_count, listed)
+        found["shards"] = {"total": len(shards), "entity_count": listed} | {
+            name: sum(s.status == name for s in shards)
+            for name in ("pending", "processing", "completed", "failed", "cancelled")
+        }
+    return found
 
 
 def create_job_status_handler(config: Settings, *, runtime: Runtime | None = None) -> Handler:

@@ -54,10 +54,12 @@ def _ended(subscription: dict[str, Any]) -> bool:
     return subscription.get("status") in ENDED_SUBSCRIPTION
 
 
-def _list(path: str, **request: Any) -> Listing:
-    """A Stripe list: `data` and `has_more`, paged with `starting_after`."""
+def _list(path: str, *, ranged: bool = False, **request: Any) -> Listing:
+    """A Stripe list: `data` and `has_more`, paged with `starting_after`; `ranged`: split
+    by `created` when large."""
     return Listing(path, paginator=StartingAfterPaginator, request=request,
-                   page_size_param="limit")  # fmt: skip
+                   page_size_param="limit",
+                   created_range=("created[gte]", "created[lt]") if ranged else None)  # fmt: skip
 
 
 def _invalid(coupon: dict[str, Any]) -> bool:
@@ -71,16 +73,27 @@ def _schedule_over(schedule: dict[str, Any]) -> bool:
 
 def _stripe(resource_type: str, description: str, path: str, **rules: Any) -> Resource:
     """A resource listed at `path`, collection `stripe_<resource_type>`, created at
-    `created`; `rules` as Resource takes them (`listing_request` goes to the listing)."""
+    `created`; `rules` as Resource takes them (`listing_request` goes to the listing). The
+    full syncs of those that grow with the business are split by creation time."""
     request = rules.pop("listing_request", {})
-    return Resource(resource_type, f"stripe_{resource_type}", description,
-                    listing=_list(path, **request), created_field="created", **rules)  # fmt: skip
+    listing = _list(path, ranged=resource_type in RANGED, **request)
+    return Resource(resource_type, f"stripe_{resource_type}", description, listing=listing,
+                    created_field="created", **rules)  # fmt: skip
 
 
 def _child_list(path: str) -> Listing:
     """The whole list of a parent's children, 100 a page."""
     return Listing(path, paginator=StartingAfterPaginator, request={"limit": 100})
 
+
+# Resources whose full sync is split into ranges of `created` across workers: those that
+# grow with the business. Catalogs (products, prices, plans, coupons, promotion codes, tax
+# rates) stay small and are listed in one go, as are subscriptions, credit notes and
+# subscription schedules for now.
+RANGED = frozenset({"customer", "invoice", "charge", "payment_intent", "refund", "dispute",
+                    "balance_transaction", "setup_intent", "checkout_session"})  # fmt: skip
+# No Stripe object was created before this.
+CREATED_FLOOR = datetime(2010, 1, 1, tzinfo=UTC)
 
 RESOURCES = (
     _stripe("customer", "Stripe customers", "/v1/customers"),
@@ -201,6 +214,7 @@ class StripeConnector(HttpConnector):
     )
     settings_model = StripeSettings
     settings: StripeSettings
+    created_floor = CREATED_FLOOR
 
     def headers(self, api_key: str) -> dict[str, str]:
         """The key, and the API version the payloads are asked in; a live key (not a

@@ -1,0 +1,1 @@
+../../lib/supasaasy/sql/migrations/20261202001600_supasaasy_shards.sql
