@@ -42,6 +42,11 @@ FUNCTIONS = (
     "finish_task(jsonb)",
     "take_rate_allowance(text,double precision,integer,integer)",
     "return_rate_allowance(text,double precision,integer)",
+    "claimed_task(uuid)",
+    "shard_task(uuid,integer,timestamp with time zone,text)",
+    "shard_backlog(supasaasy.sync_job_tasks)",
+    "split_shard(uuid,integer,integer)",
+    "shards_may_split(uuid,interval)",
 )
 
 Pg = psycopg.Connection[tuple[object, ...]]

@@ -678,3 +678,22 @@ begin
     return jsonb_build_object('deleted', v_deleted, 'entity_count', v_count, 'job', to_jsonb(v_job));
 end;
 $$;
+
+-- ---------------------------------------------------------------------------
+-- Privileges: the service role only, as for every function of the schema
+-- ---------------------------------------------------------------------------
+
+revoke execute on function supasaasy.claimed_task(uuid),
+                           supasaasy.claim_task(uuid, interval, integer),
+                           supasaasy.shard_task(uuid, integer, timestamptz, text),
+                           supasaasy.shard_backlog(supasaasy.sync_job_tasks),
+                           supasaasy.split_shard(uuid, integer, integer),
+                           supasaasy.shards_may_split(uuid, interval)
+    from public, anon, authenticated;
+grant execute on function supasaasy.claimed_task(uuid),
+                          supasaasy.claim_task(uuid, interval, integer),
+                          supasaasy.shard_task(uuid, integer, timestamptz, text),
+                          supasaasy.shard_backlog(supasaasy.sync_job_tasks),
+                          supasaasy.split_shard(uuid, integer, integer),
+                          supasaasy.shards_may_split(uuid, interval)
+    to service_role;
