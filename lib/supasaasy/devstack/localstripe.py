@@ -32,17 +32,17 @@ Patches applied by `apply_patches()` (each is small; the code says why):
   as `items[i][plan]`. Subscription items show `subscription` and `price`, and
   `GET /v1/subscription_items?subscription=sub_...` lists that subscription's items.
 - Updating a subscription's `metadata` works (localstripe accepted and dropped it).
-- Billing and payment resources, as Stripe lists them: newest first, `limit`,
+- Customers, billing and payment resources, as Stripe lists them: newest first, `limit`,
   `starting_after`, `created` (a time, or a range of `gt`/`gte`/`lt`/`lte`) and these
-  filters (anything else: 400):
-  invoices (`customer`, `subscription`, `status`, `collection_method`), charges
-  (`customer`, `payment_intent`), payment intents (`customer`), refunds (`charge`,
-  `payment_intent`), balance transactions (`currency`, `source`, `type`; also at
-  /v1/balance/history), disputes (`charge`, `payment_intent`), coupons, promotion codes
-  (`active`, `code`, `coupon`, `customer`), tax rates (`active`, `inclusive`), credit
-  notes (`customer`, `invoice`), setup intents (`customer`, `payment_method`), Checkout
-  sessions (`customer`, `payment_intent`, `status`, `subscription`) and subscription
-  schedules (`customer`). Each is retrieved at `/v1/<plural>/{id}`.
+  filters (anything else: 400): customers (`email`), invoices (`customer`,
+  `subscription`, `status`, `collection_method`), charges (`customer`,
+  `payment_intent`), payment intents (`customer`), refunds (`charge`, `payment_intent`),
+  balance transactions (`currency`, `source`, `type`; also at /v1/balance/history),
+  disputes (`charge`, `payment_intent`), coupons, promotion codes (`active`, `code`,
+  `coupon`, `customer`), tax rates (`active`, `inclusive`), credit notes (`customer`,
+  `invoice`), setup intents (`customer`, `payment_method`), Checkout sessions
+  (`customer`, `payment_intent`, `status`, `subscription`) and subscription schedules
+  (`customer`). Each is retrieved at `/v1/<plural>/{id}`.
 - Resources localstripe lacks: disputes (`dp_`; update `evidence`, `metadata`,
   `submit`; `/close`), promotion codes (`promo_`; the coupon embedded), credit notes
   (`cn_`; on open or paid invoices, from `lines` (invoice or custom lines) or an
@@ -103,13 +103,20 @@ Patches applied by `apply_patches()` (each is small; the code says why):
   declined card answers 402 and leaves the session open.
 - `POST /_config/faults` injects failures for tests: error answers (5xx, 429 with
   Retry-After), pages that contradict themselves, cursors that repeat, slow answers.
+- `POST /_config/clock` with JSON `{"offset_seconds": N}` (an integer, negative for the
+  past; 0 resets) stamps every object and event made from then on N seconds from the
+  real time, as a Stripe test clock's frozen time would: `created` and the other times
+  localstripe takes (periods, `status_transitions`, `canceled_at`, ...). Nothing made
+  earlier changes and nothing advances by itself. `GET /_config/clock` shows the offset.
+  Webhooks are still signed with the real time (localstripe signed with the event's
+  `created`), as Stripe's signature tolerance expects.
 
 Differences from real Stripe that remain (a sync must not rely on them):
 
-- Lists of customers, products, plans, prices, subscriptions and subscription items
-  come back oldest first (Stripe: newest first) and take no `created`: customers,
-  products, plans, prices and subscription items answer 400 ("Unexpected created"),
-  subscriptions 500. No list supports `ending_before`; `limit` is not capped at 100.
+- Lists of products, plans, prices, subscriptions and subscription items come back
+  oldest first (Stripe: newest first) and take no `created`: products, plans, prices and
+  subscription items answer 400 ("Unexpected created"), subscriptions 500. No list
+  supports `ending_before`; `limit` is not capped at 100.
 - `starting_after` with an id that is not (or no longer) in the list restarts from
   the first item instead of failing.
 - `type` on events is an exact name (no `customer.*` wildcards).
@@ -152,6 +159,7 @@ import urllib.request
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from .processes import free_port, require_free_ports, spawn, stop, wait_until
@@ -177,6 +185,7 @@ def apply_patches() -> Any:
     from localstripe.errors import UserError  # type: ignore[import-untyped]
 
     kit = _Kit(r, UserError)
+    _patch_clock(kit)
     _patch_store(kit)
     _patch_events(kit)
     _patch_catalog(kit)
@@ -186,6 +195,7 @@ def apply_patches() -> Any:
     from localstripe import server
 
     _add_faults(server.app)
+    _add_clock(server.app, kit.clock)
     _app = server.app
     return _app
 
@@ -198,6 +208,20 @@ _COMPARE: dict[str, Callable[[int, int], bool]] = {
 }
 
 
+class _Clock:
+    """A stand-in for the `time` module: `time()` is the real time shifted by `offset`
+    seconds (a test clock); everything else is the real module's."""
+
+    def __init__(self) -> None:
+        self.offset = 0
+
+    def time(self) -> float:
+        return time.time() + self.offset
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(time, name)
+
+
 class _Kit:
     """What the patches share: localstripe's resources, its error, the store's index by
     kind, and the helpers for Stripe's list, retrieve, update and event patterns."""
@@ -206,6 +230,7 @@ class _Kit:
         self.r = r
         self.base = r.StripeObject  # what localstripe's objects derive from
         self.user_error = user_error
+        self.clock = _Clock()  # localstripe's `time` (see _patch_clock)
         # Objects by kind ("customer", ...) in insertion order, kept with the store.
         self.by_kind: dict[str, dict[str, Any]] = {}
 
@@ -247,7 +272,8 @@ class _Kit:
         raise error
 
     def now(self) -> int:
-        return int(time.time())
+        """The time as localstripe stamps it: the real one, shifted by the test clock."""
+        return int(self.clock.time())
 
     def route(self, method: str, url: str, func: Callable[..., Any]) -> None:
         """Serve `func` at method+url, in place of localstripe's own function there if
@@ -387,6 +413,23 @@ def _same(value: Any, wanted: Any) -> bool:
     if type(value) is bool:
         return bool(str(value).lower() == wanted)
     return bool(getattr(value, "id", value) == wanted)
+
+
+def _patch_clock(kit: _Kit) -> None:
+    """localstripe stamps objects with `int(time.time())`: its `time` becomes the test
+    clock. Webhooks are signed with the real time: localstripe signed with the event's
+    `created`, which a receiver checks against its own clock (Stripe: within 5 minutes)."""
+    from localstripe import webhooks
+
+    kit.r.time = kit.clock
+    send = webhooks._send_webhook
+
+    def send_signed_now(event: Any) -> Any:
+        # Only `type`, `created` and `_export` are read; `created` is the signature's `t`.
+        signed = SimpleNamespace(type=event.type, created=int(time.time()), _export=event._export)
+        return send(signed)
+
+    webhooks._send_webhook = send_signed_now
 
 
 def _patch_store(kit: _Kit) -> None:
@@ -1034,9 +1077,10 @@ DAY = 24 * 3600
 
 
 def _patch_billing(kit: _Kit) -> None:
-    """Invoices, coupons, promotion codes, tax rates, credit notes, Checkout sessions,
-    subscription schedules."""
+    """Customers' list, invoices, coupons, promotion codes, tax rates, credit notes,
+    Checkout sessions, subscription schedules."""
     r, emit, check, to_int = kit.r, kit.emit, kit.check, kit.r.try_convert_to_int
+    r.Customer._api_list_all = staticmethod(kit.listing("customer", "email"))
     r.Invoice._api_list_all = staticmethod(
         kit.listing("invoice", "customer", "subscription", "status", "collection_method")
     )
@@ -1907,6 +1951,46 @@ def _add_faults(app: Any) -> None:
     app.middlewares.insert(0, inject)
     app.router.add_post("/_config/faults", add)
     app.router.add_delete("/_config/faults", clear)
+
+
+MAX_CLOCK_OFFSET = 100 * 366 * 86400  # a century either way
+
+
+def _add_clock(app: Any, clock: _Clock) -> None:
+    """`POST /_config/clock` with `{"offset_seconds": N}` sets the test clock: what is
+    made from then on is stamped N seconds from the real time (0: the real time);
+    `GET /_config/clock` shows it."""
+    from aiohttp import web
+
+    def problem(body: Any) -> str | None:
+        if not isinstance(body, dict):
+            return 'the body must be a JSON object: {"offset_seconds": <integer>}'
+        if "offset_seconds" not in body:
+            return "offset_seconds is required"
+        offset = body["offset_seconds"]
+        if type(offset) is not int:
+            return "offset_seconds must be an integer (seconds from the real time)"
+        if abs(offset) > MAX_CLOCK_OFFSET:
+            return f"offset_seconds must be within {MAX_CLOCK_OFFSET} seconds of the real time"
+        unexpected = sorted(set(body) - {"offset_seconds"})
+        return "unexpected " + ", ".join(unexpected) if unexpected else None
+
+    async def show(request: web.Request) -> web.Response:
+        return web.json_response({"offset_seconds": clock.offset})
+
+    async def set_offset(request: web.Request) -> web.Response:
+        try:
+            body = json.loads(await request.text())
+        except ValueError:
+            body = None
+        error = problem(body)
+        if error is not None:
+            return web.json_response({"error": error}, status=400)
+        clock.offset = body["offset_seconds"]
+        return web.json_response({"offset_seconds": clock.offset})
+
+    app.router.add_get("/_config/clock", show)
+    app.router.add_post("/_config/clock", set_offset)
 
 
 def _checked_item(item: Any, r: Any, user_error: Any) -> dict[str, Any]:
