@@ -229,6 +229,11 @@ class ResourceSync:
         )
         resumed = TaskCursor.decode(task.cursor)
         shard = task.parent_task_id is not None
+        start = task.created_from.timestamp() if shard and task.created_from else None
+        if start is not None and resumed and resumed.oldest is not None and resumed.oldest < start:
+            # Cut by another worker below where it had got to: its range is listed (and
+            # a provider need not accept a cursor outside the range now asked for).
+            resumed = replace(resumed, done=True)
         mode: SyncMode
         since: datetime | None
         if shard:

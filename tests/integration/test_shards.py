@@ -310,6 +310,40 @@ def test_a_cut_shard_learns_its_new_start_and_the_pieces_tile_its_range(
     assert db.split_shard(job.id, piece_objects=100_000, max_pieces=4) is None
 
 
+def test_a_shard_resumed_after_a_cut_below_its_position_lists_nothing_more(
+    db: Database, pg: Pg, app_key: str
+) -> None:
+    objects = spread(app_key, 100, days=10)
+    job = db.create_sync_job(app_key, "full", ["thing"])
+    task = db.claim_task(job.id)
+    assert task is not None
+    shard = db.shard_task(task.id, task.attempts, FLOOR, TaskCursor("full", sharded=True).encode())
+    newest, oldest = max(objects.values()), min(objects.values())
+    halfway = TaskCursor("full", after="x", oldest=(newest + oldest) // 2, newest=newest)
+    db.write_batch({"task_id": str(shard.id), "attempt": 1, "seq": 1, "mode": "full",
+                    "cursor": halfway.encode(), "entity_count": 5000, "rows": [],
+                    "deletes": [], "children": []})  # fmt: skip
+    assert db.split_shard(job.id, piece_objects=300, max_pieces=4) is not None
+    # Before hearing of the cut, the shard listed on past its new start, then stopped.
+    passed = TaskCursor("full", after=f"{oldest}|x", oldest=oldest, newest=newest)
+    db.write_batch({"task_id": str(shard.id), "attempt": 1, "seq": 2, "mode": "full",
+                    "cursor": passed.encode(), "entity_count": 5100, "rows": [],
+                    "deletes": [], "children": []})  # fmt: skip
+    db.release_task(shard.id, attempt=1)
+    Ranged.FAULTS[app_key] = [(1, ProviderError("a cursor outside the range asked for"))]
+    start = pg.execute("select created_from from supasaasy.sync_job_tasks where id = %s",
+                       (str(shard.id),)).fetchone()  # fmt: skip
+    assert start is not None and isinstance(start[0], datetime)
+    assert start[0].timestamp() > oldest
+
+    Worker(db, settings(app_key)).run(job.id, max_tasks=1)
+
+    assert Ranged.PAGES[app_key] == 0  # nothing listed again
+    done = pg.execute("select status from supasaasy.sync_job_tasks where id = %s",
+                      (str(shard.id),)).fetchone()  # fmt: skip
+    assert done == ("completed",)
+
+
 def test_a_sync_run_by_its_own_request_is_not_split(db: Database, pg: Pg, app_key: str) -> None:
     objects = spread(app_key, 120, days=5)
     config = settings(app_key)
