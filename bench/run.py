@@ -17,6 +17,9 @@ noisy, so absolute times vary from run to run and ratios much less.
 6. Peak memory of a worker syncing 1,000 and 20,000 entities.
 7. Latency of POST /sync and of a job-status read.
 8. What the collection-first entities key costs writes (bench/key_order.py).
+9. Sharded full syncs from a slow, rate-limited provider: 8 and 12 workers against one
+   client paging alone, and a 1M backfill projected against the rate-limit floor
+   (bench/shards.py).
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ import httpx
 import key_order
 import orjson
 import psycopg
+import shards
 from rich.console import Console
 from rich.table import Table
 
@@ -561,6 +565,10 @@ def report(results: dict[str, Any]) -> Table:
         claims = results["claims"]
         add("claims per second, 16 claimers", claims["claims_per_second"], ".0f", "", None)
         add("double claims", claims["double_claims"], "d", "0", claims["double_claims"] == 0)
+    for measure, value, fmt, target, met in (
+        shards.rows(results["shards"]) if "shards" in results else []
+    ):
+        add(measure, value, fmt, target, met)
     for name, cold in results.get("cold_start", {}).items():
         add(
             f"cold start {name}: import and build (s)",
@@ -652,6 +660,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             full_sync_rows(bench, sizes, args.rounds, static_data)
             if not args.quick:
                 parallel_workers(bench, static_data)
+            if not (args.quick or args.skip_shards):
+                bench.results["shards"] = shards.measure(info, state, say=console.print)
             for n in (1000, 20000):
                 reset_localstripe(localstripe)
                 seed_stripe(localstripe, STRIPE_KEY, customers=n, products=0,
@@ -673,7 +683,15 @@ def main() -> int:
     )
     parser.add_argument("--sizes", default="1000,5000,22000", help="full-sync sizes")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of each full-sync size")
-    parser.add_argument("--quick", action="store_true", help="skip the parallel-worker run")
+    parser.add_argument(
+        "--quick", action="store_true", help="skip the parallel-worker and shards runs"
+    )
+    parser.add_argument(
+        "--skip-shards",
+        action="store_true",
+        help="skip the shards run (bench/shards.py: 30k objects from a slow, "
+        "rate-limited provider, about 1.5 minutes)",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "latest.json")
     args = parser.parse_args()
     results = run(args)
