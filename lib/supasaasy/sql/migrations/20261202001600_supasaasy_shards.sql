@@ -10,9 +10,10 @@
 -- A worker that claims a task to sync in full splits it with shard_task: one shard for
 -- the whole range, claimed by that worker. A worker with nothing to claim takes part of
 -- the busiest shard's range with split_shard; the shard learns its narrower range from
--- its next write_batch (`created_from`) and stops there. When the last shard of a task
--- finishes (finish_task), the task finishes in the same transaction: one deletion sweep
--- over what the task's shards saw, the watermark at the task's start, the job's counters.
+-- its next write_batch (`created_from`) or heartbeat, and stops there. When the last
+-- shard of a task finishes (finish_task), the task finishes in the same transaction: one
+-- deletion sweep over what the task's shards saw, the watermark at the task's start, the
+-- job's counters.
 -- A shard that fails fails its task, whose other shards are cancelled; retry_job resumes
 -- them all from their checkpoints.
 --
@@ -587,8 +588,9 @@ $$;
 -- the shard; when it is the last of its task's shards to end, and the task is
 -- processing, the task finishes with it. A task with shards still pending or processing
 -- does not finish: the result is {waiting: true}. The task's finish sweeps over what it
--- and all its shards saw, and records the watermark at the task's start (the body's
--- synced_at says whether to record one).
+-- and all its shards saw. With the body's synced_at it records the watermark: that time
+-- when the task finishes itself, and the task's start when its last shard finishes it
+-- (a shard's body carries the shard's view, not the task's).
 create or replace function supasaasy.finish_task(jsonb)
 returns jsonb
 language plpgsql
