@@ -51,6 +51,9 @@ STOP_POLL_SECONDS = 0.2  # how often a stop is looked for while a page is awaite
 # A shard looks up where its range starts (another worker may have taken part of it)
 # after this many pages, so as to stop soon after passing it.
 RANGE_CHECK_PAGES = 5
+# A shard's first batch is written after this many rows: until a shard has committed,
+# its pace is unknown and no other worker can take part of its range.
+FIRST_SHARD_BATCH_ROWS = 200
 MIN_LOCK_TIMEOUT_MS = 1000
 
 
@@ -367,6 +370,7 @@ class ResourceSync:
         last_write = last_contact = time.monotonic()
         # Incremental batches go one at a time: their order carries meaning.
         depth = self.writers if mode == "full" else 1
+        first = shard_collection is not None and position.oldest is None  # a new shard
         with (
             _Prefetch(
                 pages, self.prefetch_pages, self.batch_seconds, should_stop, self.clock
@@ -396,7 +400,10 @@ class ResourceSync:
                     writer.check()
                     stop = should_stop()
                     now = time.monotonic()
-                    due = len(rows) >= self.batch_rows or now - last_write >= self.batch_seconds
+                    rows_due = self.batch_rows
+                    if first and seq == task.batch_seq:
+                        rows_due = FIRST_SHARD_BATCH_ROWS
+                    due = len(rows) >= rows_due or now - last_write >= self.batch_seconds
                     if pending is not None and (stop or due or pending.done):
                         seq += 1
                         writer.send(

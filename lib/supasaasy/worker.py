@@ -36,9 +36,9 @@ log = logging.getLogger("supasaasy.worker")
 # A new task is only claimed with at least this much of the budget left.
 MIN_SECONDS_FOR_A_TASK = 1.0
 # Taking part of a busy shard: pieces of about this many objects (20 pages of 100), at
-# most this many at a time (the caller's, and pending ones).
+# most this many at a time (the shard's own, the caller's, and pending ones for others).
 SHARD_PIECE_OBJECTS = 2000
-SHARD_MAX_PIECES = 8
+SHARD_MAX_PIECES = 16
 STEAL_POLL_SECONDS = 0.3
 ERROR_MESSAGE_LIMIT = 1000
 # After SIGTERM, how long a process with no handler of its own waits for its workers

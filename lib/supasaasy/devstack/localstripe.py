@@ -312,9 +312,13 @@ class _Kit:
             in_range = self.created_range(created)
             wanted = {key: value for key, value in params.items() if value is not None}
             page = self.r.List(url, limit=limit, starting_after=starting_after)
+            newest_first = reversed(self.by_kind.get(kind, {}).values())
+            if created is None and not wanted:  # each page of a long list: keep it cheap
+                page._list = list(newest_first)
+                return page
             page._list = [
                 obj
-                for obj in reversed(self.by_kind.get(kind, {}).values())
+                for obj in newest_first
                 if in_range(obj.created)
                 and all(_same(getattr(obj, key, None), value) for key, value in wanted.items())
             ]
