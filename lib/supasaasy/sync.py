@@ -48,9 +48,10 @@ CHUNK_SECONDS = 1.0  # how long a worker's reservation should last at its pace
 WRITERS = 2  # batches in flight at once: the database works on one while the next is sent
 LEASE_CHECK_SECONDS = 1.0  # with no batch sent for this long, check the task is still ours
 STOP_POLL_SECONDS = 0.2  # how often a stop is looked for while a page is awaited
-# A shard looks up where its range starts (another worker may have taken part of it)
-# after this many pages, so as to stop soon after passing it.
-RANGE_CHECK_PAGES = 5
+# A shard that has not heard from the database for this long (a write's result says
+# where its range starts) looks it up, so as to stop soon after passing it: another
+# worker may have taken part of its range.
+RANGE_CHECK_SECONDS = 0.5
 # A shard's first batch is written after this many rows: until a shard has committed,
 # its pace is unknown and no other worker can take part of its range.
 FIRST_SHARD_BATCH_ROWS = 200
@@ -380,12 +381,13 @@ class ResourceSync:
             try:
                 for page in fetched:  # None: no page came for a while, or a stop is asked
                     cut = False
-                    checked = progress.pages % RANGE_CHECK_PAGES == RANGE_CHECK_PAGES - 1
-                    if shard_collection and page is not None and checked:
+                    silent = time.monotonic() - last_contact >= RANGE_CHECK_SECONDS
+                    if shard_collection and page is not None and silent:
                         now_held = self.db.heartbeat(task.id, attempt=attempt)
                         if now_held is None:
                             raise TaskLostError(f"task {task.id} is no longer processing")
                         progress.created_from = now_held.created_from
+                        last_contact = time.monotonic()
                     if page is not None:
                         progress.pages += 1
                         progress.entity_count += self._add_page(batch, rows, page)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import http.server
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -60,6 +63,37 @@ def list_all(client: httpx.Client, path: str, limit: int = 100, **params: str) -
             return objects
         after = page["data"][-1]["id"]
     raise AssertionError(f"{path} kept answering has_more")
+
+
+@contextlib.contextmanager
+def webhook_endpoint() -> Iterator[tuple[str, list[tuple[str, bytes]]]]:
+    """A local endpoint for localstripe's webhooks: its URL, and the (Stripe-Signature,
+    body) of each delivery it gets."""
+    received: list[tuple[str, bytes]] = []
+
+    class Endpoint(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            received.append((self.headers["Stripe-Signature"], body))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), Endpoint) as endpoint:
+        threading.Thread(target=endpoint.serve_forever, daemon=True).start()
+        try:
+            yield f"http://127.0.0.1:{endpoint.server_port}/", received
+        finally:
+            endpoint.shutdown()
+
+
+def delivered(received: list[tuple[str, bytes]], seconds: float = 10) -> None:
+    """Wait until a delivery came (or `seconds` passed)."""
+    deadline = time.monotonic() + seconds
+    while not received and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 def ids(objects: list[Any]) -> list[str]:

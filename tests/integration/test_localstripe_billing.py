@@ -3,10 +3,7 @@ is created, listed page by page, retrieved, changed, and its events listed as St
 
 from __future__ import annotations
 
-import http.server
 import json
-import threading
-import time
 from typing import Any
 
 import httpx
@@ -14,12 +11,14 @@ from test_localstripe import (
     API_KEY,
     client_for,
     create_plan,
+    delivered,
     events,
     ids,
     list_all,
     next_second,
     ok,
     paying_customer,
+    webhook_endpoint,
 )
 from test_localstripe import localstripe_url as localstripe_url  # fixture: one server
 from test_localstripe import stripe as stripe  # fixture: a client on it, emptied
@@ -838,35 +837,19 @@ def test_subscription_schedules(stripe: httpx.Client) -> None:
 
 
 def test_a_webhook_gets_the_events_made_after_it_is_registered() -> None:
-    received: list[Any] = []
-
-    class Endpoint(http.server.BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers["Content-Length"]))
-            received.append((self.headers["Stripe-Signature"], json.loads(body)))
-            self.send_response(200)
-            self.end_headers()
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
     with (
-        http.server.ThreadingHTTPServer(("127.0.0.1", 0), Endpoint) as endpoint,
+        webhook_endpoint() as (endpoint, received),
         running_localstripe() as url,
         client_for(url) as client,
     ):
-        threading.Thread(target=endpoint.serve_forever, daemon=True).start()
         post(client, "/v1/coupons", percent_off=5, duration="once")
-        register_webhook(url, f"http://127.0.0.1:{endpoint.server_port}/", "whsec_test")
+        register_webhook(url, endpoint, "whsec_test")
         coupon = post(client, "/v1/coupons", percent_off=10, duration="once")
-        deadline = time.monotonic() + 10
-        while not received and time.monotonic() < deadline:
-            time.sleep(0.05)
-        endpoint.shutdown()
+        delivered(received)
     # The earlier event would have come first (each is sent a second after it is made).
-    assert [(e["type"], e["data"]["object"]["id"]) for _, e in received] == [
-        ("coupon.created", coupon["id"])
-    ]
+    assert [
+        (e["type"], e["data"]["object"]["id"]) for e in (json.loads(b) for _, b in received)
+    ] == [("coupon.created", coupon["id"])]
     assert received[0][0].startswith("t=")
 
 

@@ -5,16 +5,23 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import http.server
 import json
-import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
 import pytest
-from test_localstripe import client_for, events, ids, list_all, ok, paying_customer
+from test_localstripe import (
+    client_for,
+    delivered,
+    events,
+    ids,
+    list_all,
+    ok,
+    paying_customer,
+    webhook_endpoint,
+)
 from test_localstripe import localstripe_url as localstripe_url  # fixture: one server
 from test_localstripe import stripe as stripe  # fixture: a client on it, emptied
 
@@ -196,32 +203,16 @@ def test_the_clock_resets_to_the_real_time(
 
 
 def test_webhooks_are_signed_with_the_real_time_whatever_the_clock() -> None:
-    received: list[tuple[str, bytes]] = []
-
-    class Endpoint(http.server.BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers["Content-Length"]))
-            received.append((self.headers["Stripe-Signature"], body))
-            self.send_response(200)
-            self.end_headers()
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
     with (
-        http.server.ThreadingHTTPServer(("127.0.0.1", 0), Endpoint) as endpoint,
+        webhook_endpoint() as (endpoint, received),
         running_localstripe() as url,
         client_for(url) as client,
     ):
-        threading.Thread(target=endpoint.serve_forever, daemon=True).start()
-        register_webhook(url, f"http://127.0.0.1:{endpoint.server_port}/", "whsec_test")
+        register_webhook(url, endpoint, "whsec_test")
         set_clock(client, -3 * DAY)
         sent = int(time.time())
         customer = customer_at(client, -3 * DAY)
-        deadline = time.monotonic() + 10
-        while not received and time.monotonic() < deadline:
-            time.sleep(0.05)
-        endpoint.shutdown()
+        delivered(received)
     assert len(received) == 1
     signature, body = received[0]
     event = json.loads(body)

@@ -27,7 +27,7 @@ f945914396caed2021b204066799dd78  20261202001100_stripe_billing_views.sql
 fb188a25385174228d1ef0fc37dad382  20261202001300_intercom_view_columns.sql
 f4768058943d04b9c90535efe1ec99ab  20261202001400_notion_entity_ids.sql
 3b77a46c50309b80436d8bd82415c8af  20261202001500_supasaasy_sweep_plan.sql
-f715574cece6c709baa9ef0f06bb2ddb  20261202001600_supasaasy_shards.sql
+15cdadcba4b28b278b733136929c3ae2  20261202001600_supasaasy_shards.sql
 """.strip().splitlines()
 )
 

@@ -149,7 +149,7 @@ import contextlib
 import hashlib
 import itertools
 import json
-import operator
+import math
 import sys
 import tempfile
 import time
@@ -200,12 +200,7 @@ def apply_patches() -> Any:
     return _app
 
 
-_COMPARE: dict[str, Callable[[int, int], bool]] = {
-    "gt": operator.gt,
-    "gte": operator.ge,
-    "lt": operator.lt,
-    "lte": operator.le,
-}
+_BOUNDS = ("gt", "gte", "lt", "lte")
 
 
 class _Clock:
@@ -283,18 +278,22 @@ class _Kit:
         apis[:] = [api for api in apis if (api[0], api[1]) != (method, url)]
         apis.append((method, url, func))
 
-    def created_range(self, created: Any) -> Callable[[int], bool]:
-        """`created` as Stripe takes it: a time, or a range of `gt`, `gte`, `lt`, `lte`."""
+    def created_range(self, created: Any) -> tuple[float, float]:
+        """`created` as Stripe takes it (a time, or a range of `gt`, `gte`, `lt`, `lte`), as
+        the least and greatest times it takes in."""
         if created is None:
-            return lambda _: True
-        bounds = created if type(created) is dict else {None: created}
-        tests: list[tuple[Callable[[int, int], bool], int]] = []
+            return -math.inf, math.inf
+        bounds = created if type(created) is dict else {"gte": created, "lte": created}
+        low, high = -math.inf, math.inf
         for op, value in bounds.items():
             limit = self.r.try_convert_to_int(value)
-            if (op is not None and op not in _COMPARE) or type(limit) is not int:
+            if op not in _BOUNDS or type(limit) is not int:
                 raise self.error(400, "Invalid created: a time, or gt, gte, lt and lte")
-            tests.append((_COMPARE[op] if op is not None else operator.eq, limit))
-        return lambda t: all(compare(t, limit) for compare, limit in tests)
+            if op in ("gt", "gte"):
+                low = max(low, limit + (op == "gt"))
+            else:
+                high = min(high, limit - (op == "lt"))
+        return low, high
 
     def listing(self, kind: str, *filters: str) -> Callable[..., Any]:
         """Stripe's list of `kind`: newest first, `limit`, `starting_after`, `created`,
@@ -309,7 +308,7 @@ class _Kit:
             **params: Any,
         ) -> Any:
             self.only(params, filters)
-            in_range = self.created_range(created)
+            low, high = self.created_range(created)
             wanted = {key: value for key, value in params.items() if value is not None}
             page = self.r.List(url, limit=limit, starting_after=starting_after)
             newest_first = reversed(self.by_kind.get(kind, {}).values())
@@ -319,7 +318,7 @@ class _Kit:
             page._list = [
                 obj
                 for obj in newest_first
-                if in_range(obj.created)
+                if low <= obj.created <= high
                 and all(_same(getattr(obj, key, None), value) for key, value in wanted.items())
             ]
             return page

@@ -112,9 +112,10 @@ $$;
 -- Claims
 -- ---------------------------------------------------------------------------
 
--- What a worker gets for a task or shard it now holds (see claim_task).
-create function supasaasy.claimed_task(p_task_id uuid)
-returns table (
+-- What a worker gets for a task or shard it now holds: the task's columns, its job's app
+-- and mode, the app's sync watermarks ({collection_key: last_synced_at}), a shard's task
+-- start, and whether the job is run by its own request.
+create type supasaasy.task_claim as (
     id uuid,
     job_id uuid,
     resource_type text,
@@ -139,7 +140,10 @@ returns table (
     created_before timestamptz,
     parent_started_at timestamptz,
     immediate boolean
-)
+);
+
+create function supasaasy.claimed_task(p_task_id uuid)
+returns setof supasaasy.task_claim
 language sql stable as $$
     select t.id, t.job_id, t.resource_type, t.position, t.status, t.entity_count, t.cursor,
            t.attempts, t.last_heartbeat, t.created_at, t.started_at, t.completed_at,
@@ -165,34 +169,8 @@ create function supasaasy.claim_task(
     p_job_id uuid default null,
     p_stale_after interval default null,
     p_max_attempts integer default 3
-) returns table (
-    id uuid,
-    job_id uuid,
-    resource_type text,
-    "position" integer,
-    status text,
-    entity_count integer,
-    cursor text,
-    attempts integer,
-    last_heartbeat timestamptz,
-    created_at timestamptz,
-    started_at timestamptz,
-    completed_at timestamptz,
-    error_message text,
-    batch_seq integer,
-    pending_checkpoints jsonb,
-    checkpoint_attempt integer,
-    app_key text,
-    mode text,
-    watermarks jsonb,
-    parent_task_id uuid,
-    created_from timestamptz,
-    created_before timestamptz,
-    parent_started_at timestamptz,
-    immediate boolean
-)
+) returns setof supasaasy.task_claim
 language plpgsql as $$
-#variable_conflict use_column
 declare
     v_id uuid;
 begin
@@ -241,34 +219,8 @@ create function supasaasy.shard_task(
     p_attempt integer,
     p_created_from timestamptz,
     p_cursor text
-) returns table (
-    id uuid,
-    job_id uuid,
-    resource_type text,
-    "position" integer,
-    status text,
-    entity_count integer,
-    cursor text,
-    attempts integer,
-    last_heartbeat timestamptz,
-    created_at timestamptz,
-    started_at timestamptz,
-    completed_at timestamptz,
-    error_message text,
-    batch_seq integer,
-    pending_checkpoints jsonb,
-    checkpoint_attempt integer,
-    app_key text,
-    mode text,
-    watermarks jsonb,
-    parent_task_id uuid,
-    created_from timestamptz,
-    created_before timestamptz,
-    parent_started_at timestamptz,
-    immediate boolean
-)
+) returns setof supasaasy.task_claim
 language plpgsql as $$
-#variable_conflict use_column
 declare
     v_shard uuid;
 begin
@@ -322,34 +274,8 @@ create function supasaasy.split_shard(
     p_job_id uuid default null,
     p_piece_objects integer default 2000,
     p_max_pieces integer default 8
-) returns table (
-    id uuid,
-    job_id uuid,
-    resource_type text,
-    "position" integer,
-    status text,
-    entity_count integer,
-    cursor text,
-    attempts integer,
-    last_heartbeat timestamptz,
-    created_at timestamptz,
-    started_at timestamptz,
-    completed_at timestamptz,
-    error_message text,
-    batch_seq integer,
-    pending_checkpoints jsonb,
-    checkpoint_attempt integer,
-    app_key text,
-    mode text,
-    watermarks jsonb,
-    parent_task_id uuid,
-    created_from timestamptz,
-    created_before timestamptz,
-    parent_started_at timestamptz,
-    immediate boolean
-)
+) returns setof supasaasy.task_claim
 language plpgsql as $$
-#variable_conflict use_column
 declare
     v_id uuid;
     v_shard supasaasy.sync_job_tasks;
