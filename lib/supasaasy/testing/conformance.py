@@ -96,6 +96,11 @@ def _timed(fake: type[FakeProvider], metadata: ConnectorMetadata, resource: str)
     return spec.has_created_time or spec.has_updated_time
 
 
+def _ranged(fake: type[FakeProvider], metadata: ConnectorMetadata, resource: str) -> bool:
+    listing = metadata.resource(resource).listing
+    return _task(fake, metadata, resource) and listing is not None and bool(listing.created_range)
+
+
 def _metadata_of(fake: type[FakeProvider]) -> ConnectorMetadata:
     """The metadata of the connector a fake provider stands in for."""
     return connector_class(AppConfig(app_key=fake.app_key, connector=fake.connector)).metadata
@@ -419,6 +424,33 @@ class ConnectorConformance:
         collection = connector.metadata.resource(resource).collection_key
         pytest.fail(f"{contradiction}: the sync ended quietly with "
                     f"{len(_ids(pages, collection))} objects")  # fmt: skip
+
+    @_over(_ranged)
+    def test_conformance_ranges_of_creation_time_split_the_full_sync(
+        self, provider: FakeProvider, connector: Connector, resource: str
+    ) -> None:
+        """A listing that takes a creation-time range (its full sync is then split into
+        shards): two ranges cut at an object's creation time hold every object once, each
+        only its own, newest first (a shard ends once it has passed its range's start)."""
+        collection = connector.metadata.resource(resource).collection_key
+        everything = provider.populate(resource)
+        floor = connector.shard_floor(resource)
+        assert floor is not None, "a listing with created_range but no shard_floor"
+        times = sorted(provider.created_at[(resource, i)] for i in everything)
+        cut = times[len(times) // 2]
+        assert floor <= times[0], f"objects created before the floor {floor}"
+        older = self.drain(connector, connector.full_sync_range(
+            resource, created_from=floor, created_before=cut))  # fmt: skip
+        newer = self.drain(connector, connector.full_sync_range(
+            resource, created_from=cut, created_before=None))  # fmt: skip
+        assert sorted(_ids(older, collection) + _ids(newer, collection)) == sorted(everything)
+        for pages, low, high in ((older, floor, cut), (newer, cut, None)):
+            created = [r.created_at for r in _records(pages, collection)]
+            stamped = [t for t in created if t is not None]
+            assert len(stamped) == len(created), "records without their creation time"
+            assert all(low <= t and (high is None or t < high) for t in stamped), (
+                f"outside [{low}, {high})")  # fmt: skip
+            assert stamped == sorted(stamped, reverse=True), "not newest first"
 
     @_over(_timed)
     def test_conformance_records_carry_source_times(

@@ -170,9 +170,11 @@ class FakeStripe(FakeProvider):
         return self._list(request, [e for e in self.events if not types or e["type"] in types])
 
     def _list(self, request: Request, objects: list[dict[str, Any]]) -> dict[str, Any]:
-        """Newest first, from `created[gte]`, `limit` a page after `starting_after`."""
+        """Newest first, from `created[gte]` and before `created[lt]`, `limit` a page after
+        `starting_after`."""
         since = int(request.query.get("created[gte]", "0"))
-        found = sorted((o for o in objects if o["created"] >= since),
+        before = int(request.query.get("created[lt]", str(2**62)))
+        found = sorted((o for o in objects if since <= o["created"] < before),
                        key=lambda o: (o["created"], o["id"]), reverse=True)  # fmt: skip
         page = self.page_of(request, found, request.query.get("starting_after"),
                             int(request.query.get("limit", "10")))  # fmt: skip
