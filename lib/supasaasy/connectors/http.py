@@ -253,6 +253,9 @@ class HttpConnector(Connector):
     client_class: ClassVar[type[ProviderClient]] = ProviderClient
     # The request rate when the settings name none (None: unlimited).
     default_requests_per_second: ClassVar[float | None] = None
+    # The earliest creation time of the provider's objects, for resources whose listing
+    # takes a `created_range` (None: their full sync is not split).
+    created_floor: ClassVar[datetime | None] = None
 
     def __init__(
         self,
@@ -292,10 +295,6 @@ class HttpConnector(Connector):
     def full_sync(self, resource_type: str, *, cursor: str | None = None) -> Iterator[Page]:
         resource = self.task_resource(resource_type)
         return self.list_pages(resource, cursor, self.list_request(resource))
-
-    # The earliest creation time of the provider's objects, for resources whose listing
-    # takes a `created_range` (None: their full sync is not split).
-    created_floor: ClassVar[datetime | None] = None
 
     def shard_floor(self, resource_type: str) -> datetime | None:
         resource = self.task_resource(resource_type)
